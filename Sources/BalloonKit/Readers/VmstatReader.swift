@@ -1,0 +1,108 @@
+import SystemPackage
+
+/// `/proc/vmstat`, the counters balloonctl needs. Page counters are converted
+/// to bytes here with the kernel's page size (`Root.pageSize`); nil means this
+/// kernel prints no such line. Source: mm/vmstat.c, include/linux/vm_event_item.h.
+public struct Vmstat: Sendable, Equatable {
+  /// `nr_balloon_pages` (gauge, ≥ 6.15), in bytes.
+  public var balloonBytes: UInt64?
+  /// `balloon_inflate` / `balloon_deflate` (cumulative events, CONFIG_MEMORY_BALLOON), in bytes.
+  public var balloonInflatedBytes: UInt64?
+  public var balloonDeflatedBytes: UInt64?
+  /// `nr_foll_pin_acquired` / `nr_foll_pin_released` (≥ ~5.7): counts of
+  /// pin_user_pages() references, not bytes.
+  public var follPinAcquired: UInt64?
+  public var follPinReleased: UInt64?
+  /// `oom_kill` (cumulative, ≥ 4.13).
+  public var oomKill: UInt64?
+
+  public init() {}
+}
+
+public enum VmstatReader {
+  public static let path = "/proc/vmstat"
+
+  public static func read(from root: Root) throws(SourceError) -> Vmstat {
+    let file = root.path(path)
+    let bytes = try SystemFile.readRequired(file)
+    return try parse(bytes, path: file.string, pageSize: root.pageSize)
+  }
+
+  public static func parse(_ bytes: [UInt8], path: String, pageSize: UInt64) throws(SourceError)
+    -> Vmstat
+  {
+    try bytes.withUnsafeBufferPointer { buffer throws(SourceError) in
+      try parse(buffer, path: path, pageSize: pageSize)
+    }
+  }
+
+  /// Each line is `name value`. Parsed by name, never by position (the order
+  /// changes between kernels); unknown names are skipped unparsed.
+  public static func parse(
+    _ bytes: UnsafeBufferPointer<UInt8>, path: String, pageSize: UInt64
+  ) throws(SourceError) -> Vmstat {
+    var stat = Vmstat()
+    var sawAny = false
+    try KernelText.forEachLine(bytes, path: path) { number, line throws(SourceError) in
+      guard !line.isEmpty else { return }
+      guard let space = KernelText.firstIndex(of: 0x20, in: bytes, line) else {
+        throw .malformed(path, line: number, "no value in \(KernelText.quoted(bytes, line))")
+      }
+      sawAny = true
+      let name = line.lowerBound..<space
+      // Only names starting with "n", "b" or "o" can match: skip the rest cheaply.
+      let first = bytes[name.lowerBound]
+      guard first == 0x6e || first == 0x62 || first == 0x6f else { return }
+      guard let field = Field.match(bytes, name) else { return }
+      let value = (space + 1)..<line.upperBound
+      let count: UInt64
+      switch KernelText.decimal(bytes, value) {
+      case .value(let parsed): count = parsed
+      case .overflow:
+        throw .malformed(path, line: number, "\"\(field.name)\" value overflows 64 bits")
+      case .notANumber:
+        throw .malformed(
+          path, line: number,
+          "\"\(field.name)\" value \(KernelText.quoted(bytes, value)) is not a number")
+      }
+      func bytesOf(_ pages: UInt64) throws(SourceError) -> UInt64 {
+        guard let size = pages.times(pageSize) else {
+          throw .malformed(path, line: number, "\"\(field.name)\" value overflows 64 bits")
+        }
+        return size
+      }
+      switch field {
+      case .nrBalloonPages: stat.balloonBytes = try bytesOf(count)
+      case .balloonInflate: stat.balloonInflatedBytes = try bytesOf(count)
+      case .balloonDeflate: stat.balloonDeflatedBytes = try bytesOf(count)
+      case .follPinAcquired: stat.follPinAcquired = count
+      case .follPinReleased: stat.follPinReleased = count
+      case .oomKill: stat.oomKill = count
+      }
+    }
+    if !sawAny { throw .malformed(path, "empty") }
+    return stat
+  }
+
+  enum Field: CaseIterable {
+    case nrBalloonPages, balloonInflate, balloonDeflate, follPinAcquired, follPinReleased, oomKill
+
+    var key: StaticString {
+      switch self {
+      case .nrBalloonPages: "nr_balloon_pages"
+      case .balloonInflate: "balloon_inflate"
+      case .balloonDeflate: "balloon_deflate"
+      case .follPinAcquired: "nr_foll_pin_acquired"
+      case .follPinReleased: "nr_foll_pin_released"
+      case .oomKill: "oom_kill"
+      }
+    }
+
+    var name: String { key.description }
+
+    static func match(_ bytes: UnsafeBufferPointer<UInt8>, _ key: Range<Int>) -> Field? {
+      for field in allCases where KernelText.equals(bytes, key, field.key) { return field }
+      return nil
+    }
+  }
+}
