@@ -22,7 +22,8 @@ public final class Udev {
 
   /// The corresponding C function is `udev_new`.
   public init() throws(SourceError) {
-    guard let pointer = udev_new() else { throw Udev.nullResult("udev_new") }
+    errno = 0
+    guard let pointer = udev_new() else { throw Udev.failure(errno, "udev_new") }
     self.pointer = pointer
   }
 
@@ -38,6 +39,7 @@ public final class Udev {
   ///
   /// The corresponding C function is `udev_device_new_from_syspath`.
   public func device(syspath: String) throws(SourceError) -> UdevDevice? {
+    errno = 0
     let result = udev_device_new_from_syspath(pointer, syspath)
     let error = errno
     guard let result else {
@@ -52,6 +54,7 @@ public final class Udev {
   ///
   /// The corresponding C function is `udev_device_new_from_subsystem_sysname`.
   public func device(subsystem: String, sysname: String) throws(SourceError) -> UdevDevice? {
+    errno = 0
     let result = udev_device_new_from_subsystem_sysname(pointer, subsystem, sysname)
     let error = errno
     guard let result else {
@@ -74,7 +77,7 @@ public final class Udev {
     code == ENOENT || code == ENODEV || code == ENOTDIR || code == ENXIO
   }
 
-  /// A failed call that set errno.
+  /// A failed call that returned NULL; `code` is errno (0: not set).
   static func failure(_ code: Int32, _ function: String) -> SourceError {
     guard code > 0 else { return nullResult(function) }
     return SourceError(path: "libudev", .unreadable(Errno(rawValue: code)))
@@ -100,6 +103,7 @@ public final class UdevEnumerator {
 
   /// The corresponding C function is `udev_enumerate_new`.
   init(udev: Udev) throws(SourceError) {
+    errno = 0
     guard let pointer = udev_enumerate_new(udev.pointer) else {
       throw Udev.failure(errno, "udev_enumerate_new")
     }
@@ -252,6 +256,7 @@ public final class UdevMonitor {
 
   /// The corresponding C function is `udev_monitor_new_from_netlink`.
   init(udev: Udev, source: Source) throws(SourceError) {
+    errno = 0
     guard let pointer = udev_monitor_new_from_netlink(udev.pointer, source.rawValue) else {
       throw Udev.failure(errno, "udev_monitor_new_from_netlink(\(source.rawValue))")
     }
@@ -293,6 +298,7 @@ public final class UdevMonitor {
   /// The corresponding C function is `udev_monitor_receive_device`.
   public func receive() throws(SourceError) -> UdevDevice? {
     while true {
+      errno = 0
       let result = udev_monitor_receive_device(pointer)
       let error = errno
       if let result { return try UdevDevice(udev: udev, owning: result) }
