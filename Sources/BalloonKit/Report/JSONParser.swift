@@ -1,0 +1,228 @@
+/// Parses JSON into `JSONValue` (for the daemon's own state file, and tests).
+/// Strict RFC 8259; integers that fit stay exact, others become Double.
+public struct JSONParser {
+  public struct Failure: Error, Sendable, Equatable, CustomStringConvertible {
+    public var offset: Int
+    public var message: String
+    public var description: String { "at byte \(offset): \(message)" }
+  }
+
+  private let bytes: [UInt8]
+  private var index = 0
+  private var depth = 0
+  private static let maxDepth = 64
+
+  public static func parse(_ text: String) throws(Failure) -> JSONValue {
+    try parse(Array(text.utf8))
+  }
+
+  public static func parse(_ bytes: [UInt8]) throws(Failure) -> JSONValue {
+    var parser = JSONParser(bytes: bytes)
+    let value = try parser.value()
+    parser.skipWhitespace()
+    guard parser.index == bytes.count else { throw parser.fail("trailing content") }
+    return value
+  }
+
+  private init(bytes: [UInt8]) { self.bytes = bytes }
+
+  private func fail(_ message: String) -> Failure { Failure(offset: index, message: message) }
+
+  private mutating func skipWhitespace() {
+    while index < bytes.count, [0x20, 0x09, 0x0a, 0x0d].contains(bytes[index]) { index += 1 }
+  }
+
+  private mutating func value() throws(Failure) -> JSONValue {
+    skipWhitespace()
+    guard index < bytes.count else { throw fail("unexpected end") }
+    switch bytes[index] {
+    case UInt8(ascii: "{"): return try object()
+    case UInt8(ascii: "["): return try array()
+    case UInt8(ascii: "\""): return .string(try string())
+    case UInt8(ascii: "t"): try literal("true"); return .bool(true)
+    case UInt8(ascii: "f"): try literal("false"); return .bool(false)
+    case UInt8(ascii: "n"): try literal("null"); return .null
+    default: return try number()
+    }
+  }
+
+  private mutating func literal(_ word: String) throws(Failure) {
+    let utf8 = Array(word.utf8)
+    guard index + utf8.count <= bytes.count, Array(bytes[index..<index + utf8.count]) == utf8 else {
+      throw fail("expected \(word)")
+    }
+    index += utf8.count
+  }
+
+  private mutating func nest() throws(Failure) {
+    depth += 1
+    if depth > JSONParser.maxDepth { throw fail("nested too deeply") }
+  }
+
+  private mutating func object() throws(Failure) -> JSONValue {
+    try nest()
+    defer { depth -= 1 }
+    index += 1
+    var members: [(String, JSONValue)] = []
+    skipWhitespace()
+    if index < bytes.count, bytes[index] == UInt8(ascii: "}") {
+      index += 1
+      return .object(members)
+    }
+    while true {
+      skipWhitespace()
+      guard index < bytes.count, bytes[index] == UInt8(ascii: "\"") else { throw fail("expected a key") }
+      let key = try string()
+      skipWhitespace()
+      guard index < bytes.count, bytes[index] == UInt8(ascii: ":") else { throw fail("expected :") }
+      index += 1
+      members.append((key, try value()))
+      skipWhitespace()
+      guard index < bytes.count else { throw fail("unexpected end in object") }
+      if bytes[index] == UInt8(ascii: ",") {
+        index += 1
+        continue
+      }
+      guard bytes[index] == UInt8(ascii: "}") else { throw fail("expected , or }") }
+      index += 1
+      return .object(members)
+    }
+  }
+
+  private mutating func array() throws(Failure) -> JSONValue {
+    try nest()
+    defer { depth -= 1 }
+    index += 1
+    var items: [JSONValue] = []
+    skipWhitespace()
+    if index < bytes.count, bytes[index] == UInt8(ascii: "]") {
+      index += 1
+      return .array(items)
+    }
+    while true {
+      items.append(try value())
+      skipWhitespace()
+      guard index < bytes.count else { throw fail("unexpected end in array") }
+      if bytes[index] == UInt8(ascii: ",") {
+        index += 1
+        continue
+      }
+      guard bytes[index] == UInt8(ascii: "]") else { throw fail("expected , or ]") }
+      index += 1
+      return .array(items)
+    }
+  }
+
+  private mutating func string() throws(Failure) -> String {
+    index += 1
+    var scalars = String.UnicodeScalarView()
+    var raw: [UInt8] = []
+    func flush() {
+      if !raw.isEmpty {
+        scalars.append(contentsOf: String(decoding: raw, as: UTF8.self).unicodeScalars)
+        raw.removeAll()
+      }
+    }
+    while index < bytes.count {
+      let byte = bytes[index]
+      index += 1
+      switch byte {
+      case UInt8(ascii: "\""):
+        flush()
+        return String(scalars)
+      case UInt8(ascii: "\\"):
+        flush()
+        guard index < bytes.count else { throw fail("unexpected end in string") }
+        let escape = bytes[index]
+        index += 1
+        switch escape {
+        case UInt8(ascii: "\""): scalars.append("\"")
+        case UInt8(ascii: "\\"): scalars.append("\\")
+        case UInt8(ascii: "/"): scalars.append("/")
+        case UInt8(ascii: "b"): scalars.append("\u{08}")
+        case UInt8(ascii: "f"): scalars.append("\u{0C}")
+        case UInt8(ascii: "n"): scalars.append("\n")
+        case UInt8(ascii: "r"): scalars.append("\r")
+        case UInt8(ascii: "t"): scalars.append("\t")
+        case UInt8(ascii: "u"):
+          var code = try hex4()
+          if (0xD800..<0xDC00).contains(code) {
+            try literal("\\u")
+            let low = try hex4()
+            guard (0xDC00..<0xE000).contains(low) else { throw fail("bad surrogate pair") }
+            code = 0x10000 + ((code - 0xD800) << 10) + (low - 0xDC00)
+          }
+          guard let scalar = Unicode.Scalar(code) else { throw fail("bad \\u escape") }
+          scalars.append(scalar)
+        default: throw fail("bad escape")
+        }
+      case 0..<0x20: throw fail("control character in string")
+      default: raw.append(byte)
+      }
+    }
+    throw fail("unterminated string")
+  }
+
+  private mutating func hex4() throws(Failure) -> UInt32 {
+    guard index + 4 <= bytes.count,
+      let code = UInt32(String(decoding: bytes[index..<index + 4], as: UTF8.self), radix: 16)
+    else { throw fail("bad \\u escape") }
+    index += 4
+    return code
+  }
+
+  private mutating func number() throws(Failure) -> JSONValue {
+    let start = index
+    if index < bytes.count, bytes[index] == UInt8(ascii: "-") { index += 1 }
+    var isInteger = true
+    while index < bytes.count {
+      let byte = bytes[index]
+      if byte >= 0x30 && byte <= 0x39 {
+        index += 1
+      } else if byte == UInt8(ascii: ".") || byte == UInt8(ascii: "e") || byte == UInt8(ascii: "E")
+        || byte == UInt8(ascii: "+") || (byte == UInt8(ascii: "-") && index > start)
+      {
+        isInteger = false
+        index += 1
+      } else {
+        break
+      }
+    }
+    let text = String(decoding: bytes[start..<index], as: UTF8.self)
+    guard !text.isEmpty, text != "-" else { throw fail("unexpected character") }
+    if isInteger {
+      if let value = UInt64(text) { return .integer(value) }
+      if let value = Int64(text) { return .signed(value) }
+    }
+    guard let value = Double(text), value.isFinite else { throw fail("bad number \(text)") }
+    return .number(value)
+  }
+}
+
+extension JSONValue {
+  public var uint64: UInt64? {
+    if case .integer(let value) = self { return value }
+    return nil
+  }
+  public var double: Double? {
+    switch self {
+    case .integer(let value): Double(value)
+    case .signed(let value): Double(value)
+    case .number(let value): value
+    default: nil
+    }
+  }
+  public var string: String? {
+    if case .string(let value) = self { return value }
+    return nil
+  }
+  public var bool: Bool? {
+    if case .bool(let value) = self { return value }
+    return nil
+  }
+  public var array: [JSONValue]? {
+    if case .array(let value) = self { return value }
+    return nil
+  }
+  public var isNull: Bool { self == .null }
+}
