@@ -1,0 +1,376 @@
+/// What the policy sees of one balloon on one tick.
+public struct BalloonObservation: Sendable, Equatable {
+  public var kind: BalloonKind
+  public var name: String
+  /// Discovery found it. A released vmw_balloon is absent (unloaded) by design.
+  public var present: Bool
+  /// Its driver is bound (virtio, Hyper-V) or its module loaded (VMware).
+  public var bound: Bool
+  /// The balloon's size now and the host's target for it (bytes; nil: unknown).
+  public var currentBytes: UInt64?
+  public var targetBytes: UInt64?
+  /// Whether the lever for this kind can be pulled here (driver unbind file
+  /// exists, module is loadable, target_kb writable) and is enabled by config.
+  public var leverAvailable: Bool
+  /// Xen: memory the domain has with no balloon (info/current_kb + balloon),
+  /// and target_kb as read; set_target converts the balloon size with them.
+  public var xenReservationBytes: UInt64?
+  public var xenTargetKiB: UInt64?
+
+  public init(
+    kind: BalloonKind, name: String, present: Bool = true, bound: Bool = true,
+    currentBytes: UInt64?, targetBytes: UInt64?, leverAvailable: Bool = true,
+    xenReservationBytes: UInt64? = nil, xenTargetKiB: UInt64? = nil
+  ) {
+    self.kind = kind
+    self.name = name
+    self.present = present
+    self.bound = bound
+    self.currentBytes = currentBytes
+    self.targetBytes = targetBytes
+    self.leverAvailable = leverAvailable
+    self.xenReservationBytes = xenReservationBytes
+    self.xenTargetKiB = xenTargetKiB
+  }
+}
+
+/// What to do about one balloon.
+public struct Decision: Sendable, Equatable {
+  public enum Action: String, Sendable, Equatable, Codable {
+    /// Nothing to do.
+    case none
+    /// Take the balloon away from the host: unbind virtio_balloon (full
+    /// deflate, the host is told) or unload vmw_balloon (all pages freed).
+    case release
+    /// Give the balloon back: rebind / reload; it re-inflates to the target.
+    case readmit
+    /// Xen: write target_kb so the balloon sits exactly at the limit.
+    case setTarget = "set_target"
+    /// Over the limit with no lever to pull (Hyper-V, a built-in module, or
+    /// the lever disabled by configuration).
+    case alert
+  }
+
+  public var action: Action
+  public var balloon: String
+  public var reason: String
+  /// set_target: the balloon size aimed for, and the `target_kb` to write.
+  public var balloonTargetBytes: UInt64?
+  public var xenTargetKiB: UInt64?
+
+  public init(
+    _ action: Action, balloon: String, reason: String, balloonTargetBytes: UInt64? = nil,
+    xenTargetKiB: UInt64? = nil
+  ) {
+    self.action = action
+    self.balloon = balloon
+    self.reason = reason
+    self.balloonTargetBytes = balloonTargetBytes
+    self.xenTargetKiB = xenTargetKiB
+  }
+}
+
+/// The daemon's memory of one balloon between ticks (and across restarts:
+/// it is persisted in the state file).
+public struct HoldState: Sendable, Equatable, Codable {
+  /// We released this balloon and have not re-admitted it.
+  public var held: Bool = false
+  /// When the hold began (boot-time clock seconds, survives daemon restarts).
+  public var since: Double?
+  public var reason: String?
+  /// Held with the target unknown: the earliest time to re-admit blind.
+  public var readmitNotBefore: Double?
+  /// The back-off a blind hold waits; doubles when a blind re-admit is
+  /// followed by another release.
+  public var backoffSeconds: Double
+  /// When the last blind re-admit happened (cleared once it proved stable).
+  public var blindReadmitAt: Double?
+  /// Xen: the target_kb we wrote, and the balloon size the host had asked for.
+  public var xenWrittenTargetKiB: UInt64?
+  public var xenHostBalloonTargetBytes: UInt64?
+  /// How many times this balloon was released (for status and logs).
+  public var releases: Int = 0
+
+  public init(backoffSeconds: Double) {
+    self.backoffSeconds = backoffSeconds
+  }
+}
+
+public struct PolicyConfig: Sendable, Equatable {
+  /// Re-admit when the target is at or below limit × (1 − margin).
+  public var margin: Double
+  public var initialBackoffSeconds: Double
+  public var maxBackoffSeconds: Double
+
+  public init(margin: Double = 0.05, initialBackoffSeconds: Double = 30, maxBackoffSeconds: Double = 600) {
+    self.margin = margin
+    self.initialBackoffSeconds = initialBackoffSeconds
+    self.maxBackoffSeconds = maxBackoffSeconds
+  }
+
+  public static let `default` = PolicyConfig()
+
+  public var freshState: HoldState { HoldState(backoffSeconds: initialBackoffSeconds) }
+}
+
+/// The control policy: a pure function from one balloon's readings, the limit
+/// and the previous hold state to a decision and the next state (assuming the
+/// action succeeds; on failure the caller keeps the previous state).
+///
+/// virtio and VMware (levers: release/readmit):
+/// * not held, target known and above the limit → release (preventive);
+/// * not held, target unknown, current above the limit → release (reactive);
+///   (target known and below while current is above: already deflating → none)
+/// * held, target at or below limit × (1 − margin) → readmit;
+/// * held, target unknown → readmit after a back-off (30 s, doubling to 10 min
+///   each time a blind re-admit is followed by another release; reset after a
+///   blind re-admit stays fine for the longest back-off).
+/// Xen: when the balloon's target exceeds the limit, set_target to put the
+/// balloon exactly at the limit; raise it back toward the host's wish when the
+/// limit grows. Hyper-V: alert only.
+public enum Policy {
+  public static func decide(
+    _ observation: BalloonObservation, limitBytes limit: UInt64, state previous: HoldState?,
+    now: Double, config: PolicyConfig = .default
+  ) -> (Decision, HoldState) {
+    let state = previous ?? config.freshState
+    switch observation.kind {
+    case .virtio, .vmware:
+      return releasable(observation, limit: limit, state: state, now: now, config: config)
+    case .xen:
+      return xen(observation, limit: limit, state: state, config: config)
+    case .hyperv:
+      return alertOnly(observation, limit: limit, state: state)
+    }
+  }
+
+  static func releasable(
+    _ o: BalloonObservation, limit: UInt64, state: HoldState, now: Double, config: PolicyConfig
+  ) -> (Decision, HoldState) {
+    let name = o.name
+    let h = ByteFormat.human
+    var state = state
+
+    if state.held {
+      // A released virtio balloon stays present (unbound); a released vmw
+      // module is absent. Anything else means the hold no longer exists.
+      let virtioGone = o.kind == .virtio && !o.present
+      if virtioGone {
+        var fresh = config.freshState
+        fresh.releases = state.releases
+        return (Decision(.none, balloon: name, reason: "device gone while held; hold dropped"), fresh)
+      }
+      if o.present && o.bound {
+        // Re-bound or re-loaded behind our back (or by our own re-admit that
+        // the state did not record): not held any more; decide afresh.
+        state.held = false
+        state.since = nil
+        state.reason = nil
+        state.readmitNotBefore = nil
+        let (decision, next) = releasable(o, limit: limit, state: state, now: now, config: config)
+        if decision.action == .none {
+          return (
+            Decision(.none, balloon: name, reason: "hold ended outside balloonctl; " + decision.reason),
+            next
+          )
+        }
+        return (decision, next)
+      }
+      let threshold = readmitThreshold(limit, config)
+      if let target = o.targetBytes {
+        if target <= threshold {
+          var next = state
+          next.held = false
+          next.since = nil
+          next.reason = nil
+          next.readmitNotBefore = nil
+          next.blindReadmitAt = nil
+          next.backoffSeconds = config.initialBackoffSeconds
+          return (
+            Decision(
+              .readmit, balloon: name,
+              reason:
+                "target \(h(target)) is at or below the re-admit threshold \(h(threshold)) (limit \(h(limit)) − \(percent(config.margin)))"
+            ), next
+          )
+        }
+        state.readmitNotBefore = nil
+        return (
+          Decision(
+            .none, balloon: name,
+            reason: "held: target \(h(target)) is above the re-admit threshold \(h(threshold))"),
+          state
+        )
+      }
+      guard let notBefore = state.readmitNotBefore else {
+        state.readmitNotBefore = now + state.backoffSeconds
+        return (
+          Decision(
+            .none, balloon: name,
+            reason: "held: target unknown; re-admit after a \(seconds(state.backoffSeconds)) back-off"),
+          state
+        )
+      }
+      if now >= notBefore {
+        var next = state
+        next.held = false
+        next.since = nil
+        next.reason = nil
+        next.readmitNotBefore = nil
+        next.blindReadmitAt = now
+        return (
+          Decision(
+            .readmit, balloon: name,
+            reason:
+              "target unknown; back-off of \(seconds(state.backoffSeconds)) elapsed, re-admitting (released again if it crosses)"
+          ), next
+        )
+      }
+      return (
+        Decision(
+          .none, balloon: name,
+          reason: "held: target unknown; re-admit in \(seconds(notBefore - now))"),
+        state
+      )
+    }
+
+    // Not held. A blind re-admit that stayed fine for the longest back-off
+    // has proved itself: forget the escalation.
+    if let blind = state.blindReadmitAt, now - blind >= config.maxBackoffSeconds {
+      state.blindReadmitAt = nil
+      state.backoffSeconds = config.initialBackoffSeconds
+    }
+    guard o.present, o.bound else {
+      let why = o.present ? "driver not bound (not by balloonctl)" : "not present"
+      return (Decision(.none, balloon: name, reason: why), state)
+    }
+
+    var trigger: String?
+    if let target = o.targetBytes {
+      if target > limit {
+        trigger = "target \(h(target)) exceeds the limit \(h(limit)) (preventive)"
+      } else if let current = o.currentBytes, current > limit {
+        return (
+          Decision(
+            .none, balloon: name,
+            reason: "current \(h(current)) is over the limit but deflating toward target \(h(target))"),
+          state
+        )
+      }
+    } else if let current = o.currentBytes, current > limit {
+      trigger = "current \(h(current)) exceeds the limit \(h(limit)) (reactive; target unknown)"
+    }
+    guard let trigger else {
+      return (Decision(.none, balloon: name, reason: underLimitReason(o, limit: limit)), state)
+    }
+    guard o.leverAvailable else {
+      return (Decision(.alert, balloon: name, reason: trigger + "; no lever available"), state)
+    }
+    var next = state
+    if next.blindReadmitAt != nil {
+      // Crossed again after a blind re-admit: wait longer next time.
+      next.backoffSeconds = min(next.backoffSeconds * 2, config.maxBackoffSeconds)
+      next.blindReadmitAt = nil
+    }
+    next.held = true
+    next.since = now
+    next.reason = trigger
+    next.releases += 1
+    next.readmitNotBefore = o.targetBytes == nil ? now + next.backoffSeconds : nil
+    return (Decision(.release, balloon: name, reason: trigger), next)
+  }
+
+  static func xen(_ o: BalloonObservation, limit: UInt64, state: HoldState, config: PolicyConfig)
+    -> (Decision, HoldState)
+  {
+    let name = o.name
+    let h = ByteFormat.human
+    guard o.present, let target = o.targetBytes, let reservation = o.xenReservationBytes,
+      let observedKiB = o.xenTargetKiB
+    else {
+      return (Decision(.none, balloon: name, reason: "target unknown"), state)
+    }
+    var state = state
+    let ours = state.xenWrittenTargetKiB != nil && state.xenWrittenTargetKiB == observedKiB
+    let hostWish = ours ? (state.xenHostBalloonTargetBytes ?? target) : target
+    if !ours {
+      // The toolstack set a new target (or we never wrote one): it is the host's wish.
+      state.xenWrittenTargetKiB = nil
+      state.xenHostBalloonTargetBytes = nil
+    }
+
+    func setTarget(_ balloon: UInt64, _ reason: String) -> (Decision, HoldState) {
+      // target_kb rounded up, so the balloon's target lands at or below `balloon`.
+      let kib = ((reservation > balloon ? reservation - balloon : 0) +| 1023) / 1024
+      guard o.leverAvailable else {
+        return (Decision(.alert, balloon: name, reason: reason + "; target_kb not writable"), state)
+      }
+      var next = state
+      let restoresHost = balloon >= hostWish
+      next.xenWrittenTargetKiB = restoresHost ? nil : kib
+      next.xenHostBalloonTargetBytes = restoresHost ? nil : hostWish
+      next.held = !restoresHost
+      if !restoresHost { next.releases += (state.held ? 0 : 1) }
+      next.reason = restoresHost ? nil : reason
+      return (
+        Decision(.setTarget, balloon: name, reason: reason, balloonTargetBytes: balloon, xenTargetKiB: kib),
+        next
+      )
+    }
+
+    if target > limit {
+      return setTarget(
+        limit, "balloon target \(h(target)) exceeds the limit \(h(limit)); holding it at the limit")
+    }
+    if ours {
+      let desired = min(hostWish, limit)
+      let step = UInt64((Double(limit) * config.margin).rounded(.up))
+      if desired > target && (desired - target >= step || desired == hostWish) {
+        return setTarget(
+          desired,
+          desired == hostWish
+            ? "the host's target \(h(hostWish)) is under the limit again; restoring it"
+            : "the limit rose to \(h(limit)); raising the balloon toward the host's \(h(hostWish))")
+      }
+      return (
+        Decision(
+          .none, balloon: name,
+          reason: "held at \(h(target)) (host asked for \(h(hostWish)), limit \(h(limit)))"),
+        state
+      )
+    }
+    return (Decision(.none, balloon: name, reason: underLimitReason(o, limit: limit)), state)
+  }
+
+  static func alertOnly(_ o: BalloonObservation, limit: UInt64, state: HoldState) -> (Decision, HoldState) {
+    let h = ByteFormat.human
+    if let current = o.currentBytes, current > limit {
+      return (
+        Decision(
+          .alert, balloon: o.name,
+          reason:
+            "current \(h(current)) exceeds the limit \(h(limit)); Hyper-V has no safe lever (unbinding hv_balloon loses the pages until reboot)"
+        ), state
+      )
+    }
+    return (Decision(.none, balloon: o.name, reason: underLimitReason(o, limit: limit)), state)
+  }
+
+  static func underLimitReason(_ o: BalloonObservation, limit: UInt64) -> String {
+    let h = ByteFormat.human
+    let current = o.currentBytes.map(h) ?? "unknown"
+    let target = o.targetBytes.map(h) ?? "unknown"
+    return "under the limit \(h(limit)) (current \(current), target \(target))"
+  }
+
+  public static func readmitThreshold(_ limit: UInt64, _ config: PolicyConfig) -> UInt64 {
+    BalloonLimit.floorProduct(1 - config.margin, limit)
+  }
+
+  static func percent(_ fraction: Double) -> String { "\(Int((fraction * 100).rounded()))%" }
+
+  static func seconds(_ value: Double) -> String {
+    let whole = Int(value.rounded(.up))
+    return whole >= 120 && whole % 60 == 0 ? "\(whole / 60) min" : "\(whole) s"
+  }
+}
