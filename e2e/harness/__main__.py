@@ -1,0 +1,252 @@
+"""Runs the end-to-end scenarios on each kernel; writes results JSON + summary.
+
+    python -m harness --work e2e/work --results DIR [--kernels bookworm,backports]
+                      [--scenarios smoke,status,...] [--keep-going | --fail-fast]
+                      [--ignore-unimplemented] [--balloonctl-note staged]
+
+Prints progress, then the summary, and as its LAST line ``results: <path>``.
+Exit status: 0 if every selected scenario passed (scenarios whose reason is
+"not implemented" are ignored with --ignore-unimplemented), 1 if any failed,
+130 if interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+import traceback
+from typing import Any, Optional
+
+from .guest import MiB, Kernel
+from .scenarios import NOT_IMPLEMENTED, REGISTRY, RESULT_KEYS, Context
+
+KERNEL_ALIASES = {
+    "bookworm": "bookworm", "6.1": "bookworm", "debian12": "bookworm", "old": "bookworm",
+    "backports": "backports", "bpo": "backports", "trixie-backports": "backports", "new": "backports",
+}
+ISSUE_SCENARIOS = ["status", "kb_failure", "hold_readmit", "crash_safety", "report_mode", "hotplug", "deflate_on_oom"]
+
+
+def parse_list(value: str, allowed: list[str], aliases: Optional[dict[str, str]] = None) -> list[str]:
+    out = []
+    for item in [v.strip() for v in value.replace(" ", ",").split(",") if v.strip()]:
+        if item == "all":
+            out += [a for a in allowed if a not in out]
+            continue
+        name = (aliases or {}).get(item, item)
+        if name not in allowed:
+            raise SystemExit(f"unknown name '{item}' (choose from: {', '.join(allowed)})")
+        if name not in out:
+            out.append(name)
+    return out
+
+
+def fmt_ms(v: Any) -> str:
+    return "n/a" if v is None else f"{v} ms"
+
+
+def fmt_mib(v: Any) -> str:
+    return "n/a" if v is None else f"{v / MiB:.1f} MiB"
+
+
+def describe(name: str, r: dict) -> str:
+    """One line of detail per scenario for the summary."""
+    if r.get("skipped"):
+        return r.get("reason", "")
+    bits = []
+    if name == "smoke" and "inflate_s" in r:
+        bits.append(f"boot {r.get('boot_s')}s, inflate 324 MiB {r.get('inflate_s')}s, deflate {r.get('deflate_s')}s, "
+                    f"guest pages {r.get('guest_balloon_pages')}/{r.get('expected_pages')} ({r.get('guest_source')})")
+    elif name == "kb_failure":
+        w = r.get("without") or {}
+        if w:
+            wl = "completed" if w.get("workload_completed") else \
+                ("OOM-killed" if w.get("workload_oom_killed") else f"failed rc={w.get('workload_rc')}")
+            bits.append(f"OOM kills without={r.get('oom_kills_without')} "
+                        f"(before workload {w.get('oom_kills_before_workload')}, during {w.get('oom_kills_during_workload')}) "
+                        f"with={'n/a' if r.get('oom_kills_with') is None else r.get('oom_kills_with')}; "
+                        f"without: balloon asked {fmt_mib(w.get('balloon_target_bytes'))}, reached "
+                        f"{fmt_mib(w.get('balloon_reached_bytes'))} (max {fmt_mib(w.get('max_balloon_bytes'))}), "
+                        f"memlock {w.get('lock_mib')} MiB {'survived' if w.get('memlock_survived') else 'killed'}, "
+                        f"first OOM {w.get('first_oom_after_request_s')}s after the request at balloon "
+                        f"{fmt_mib(w.get('balloon_before_first_oom_bytes'))}, "
+                        f"workload {w.get('workload_mib')} MiB {wl}, victims {w.get('oom_victims')}")
+        bits.append(f"with: max balloon {fmt_mib(r.get('max_actual_bytes'))} vs limit {fmt_mib(r.get('limit_bytes'))}, "
+                    f"over limit {fmt_ms(r.get('over_limit_ms'))}, reaction {fmt_ms(r.get('reaction_ms'))}, "
+                    f"interval {fmt_ms(r.get('interval_ms'))}")
+    elif name == "hold_readmit":
+        bits.append(f"release {fmt_ms(r.get('release_ms'))}, readmit {fmt_ms(r.get('readmit_ms'))}")
+        pre = r.get("precheck")
+        if pre:
+            bits.append(f"machinery (manual unbind/bind): release {fmt_ms(pre.get('manual_release_ms'))}, "
+                        f"re-admit start {fmt_ms(pre.get('manual_readmit_start_ms'))}, "
+                        f"full {fmt_ms(pre.get('manual_readmit_full_ms'))}")
+    elif name == "hotplug" and r.get("precheck"):
+        p = r["precheck"]
+        bits.append(f"machinery: device_del {p.get('device_del_s')}s, rebound {p.get('guest_bound_after_add')} "
+                    f"after {p.get('bound_after_add_s')}s, re-inflate {p.get('reinflate_s')}s")
+    elif name == "deflate_on_oom" and r.get("on"):
+        bits.append(f"kernel half: MemTotal drop on={r['on'].get('memtotal_drop_kb')} kB, "
+                    f"off={r.get('off', {}).get('memtotal_drop_kb')} kB "
+                    f"({'ok' if r.get('precheck', {}).get('passed') else 'WRONG'})")
+    elif name == "status" and r.get("points"):
+        bits.append(", ".join(f"{p['target_bytes'] // MiB} MiB: current={p.get('current_bytes')} "
+                              f"target={p.get('target_bytes')}" for p in r["points"]))
+    if not r.get("passed"):
+        reason = r.get("reason", "")
+        if r.get("detail"):
+            reason += f" ({r['detail']})"
+        bits.insert(0, reason)
+    return "; ".join(b for b in bits if b)
+
+
+def status_word(r: dict) -> str:
+    if r.get("skipped"):
+        return "SKIP"
+    if r.get("passed"):
+        return "PASS"
+    if r.get("reason") == NOT_IMPLEMENTED:
+        return "TODO"
+    return "FAIL"
+
+
+def summary(results: list[dict], elapsed: float) -> str:
+    lines = [f"balloonctl e2e: {len(results)} kernel(s), {elapsed:.0f} s"]
+    counts = {"PASS": 0, "FAIL": 0, "TODO": 0, "SKIP": 0}
+    for k in results:
+        lines.append(f"kernel {k['kernel']} ({k['label']}: {k.get('package')} {k.get('package_version')})")
+        if k.get("error"):
+            lines.append(f"  ERROR: {k['error']}")
+        for name, r in k["scenarios"].items():
+            w = status_word(r)
+            counts[w] += 1
+            dur = f"{r['duration_s']:6.1f}s" if isinstance(r.get("duration_s"), (int, float)) else "     - "
+            lines.append(f"  {name:<15} {w}  {dur}  {describe(name, r)}")
+    lines.append(f"totals: PASS {counts['PASS']}, FAIL {counts['FAIL']}, TODO (not implemented) {counts['TODO']}, "
+                 f"skipped {counts['SKIP']}")
+    return "\n".join(lines)
+
+
+def fill_keys(name: str, r: dict) -> dict:
+    for key in RESULT_KEYS.get(name, []):
+        r.setdefault(key, None)
+    r.setdefault("passed", False)
+    return r
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    ap = argparse.ArgumentParser(prog="harness", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--work", required=True, help="e2e work directory (kernels/, initramfs/)")
+    ap.add_argument("--results", required=True, help="directory for results.json, summary.txt and logs")
+    ap.add_argument("--kernels", default=os.environ.get("E2E_KERNELS", "bookworm,backports"))
+    ap.add_argument("--scenarios", default=os.environ.get("E2E_SCENARIOS", "all"))
+    kg = ap.add_mutually_exclusive_group()
+    kg.add_argument("--keep-going", dest="keep_going", action="store_true", default=None,
+                    help="run every scenario even after a failure (default)")
+    kg.add_argument("--fail-fast", dest="keep_going", action="store_false",
+                    help="stop at the first failed scenario")
+    ap.add_argument("--ignore-unimplemented", action="store_true",
+                    default=os.environ.get("E2E_IGNORE_UNIMPLEMENTED", "0") == "1",
+                    help="exit 0 even if scenarios report 'not implemented' (they still count as not passed)")
+    ap.add_argument("--balloonctl-note", default=os.environ.get("E2E_BALLOONCTL_NOTE", "not staged"),
+                    help="'staged' when the initramfs holds /usr/local/bin/balloonctl, else why not")
+    ap.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE",
+                    help="scenario option, e.g. kb_workload_mib=256 (repeatable)")
+    args = ap.parse_args(argv)
+    if args.keep_going is None:
+        args.keep_going = os.environ.get("E2E_KEEP_GOING", "1") != "0"
+
+    order = ["smoke"] + ISSUE_SCENARIOS
+    kernels = parse_list(args.kernels, ["bookworm", "backports"], KERNEL_ALIASES)
+    selected = parse_list(args.scenarios, order)
+    opts: dict[str, Any] = {}
+    for o in args.opt:
+        k, _, v = o.partition("=")
+        opts[k] = v
+    os.makedirs(args.results, exist_ok=True)
+    results_path = os.path.join(os.path.abspath(args.results), "results.json")
+
+    def on_term(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGHUP, on_term)
+
+    results: list[dict] = []
+
+    def write() -> None:
+        tmp = results_path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(results, f, indent=2, default=str)
+        os.replace(tmp, results_path)
+
+    t_start = time.monotonic()
+    interrupted = False
+    stop = False
+    for label in kernels:
+        entry: dict[str, Any] = {"kernel": label, "label": label, "scenarios": {}}
+        results.append(entry)
+        for name in order:
+            entry["scenarios"][name] = fill_keys(name, {"passed": None, "skipped": True, "reason": "not selected"})
+        try:
+            kernel = Kernel.load(label, args.work)
+        except (OSError, KeyError) as e:
+            entry["error"] = f"kernel not available: {e}"
+            for name in selected:
+                entry["scenarios"][name] = fill_keys(name, {"passed": False, "reason": entry["error"]})
+            write()
+            continue
+        entry.update(kernel=kernel.kver, package=kernel.package, package_version=kernel.package_version)
+        ctx = Context(kernel, os.path.join(args.results, label), args.balloonctl_note, opts)
+        for name in selected:
+            if stop or interrupted:
+                entry["scenarios"][name] = fill_keys(name, {"passed": False if interrupted else None,
+                                                            "skipped": True,
+                                                            "reason": "interrupted" if interrupted else "not run (fail-fast)"})
+                continue
+            print(f"[{label} {kernel.kver}] {name} ...", flush=True)
+            t0 = time.monotonic()
+            try:
+                r = REGISTRY[name].func(ctx)
+            except KeyboardInterrupt:
+                interrupted = True
+                r = {"passed": False, "reason": "interrupted"}
+            except Exception as e:  # noqa: BLE001 - a scenario error is a failed scenario
+                r = {"passed": False, "reason": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()}
+            r["duration_s"] = round(time.monotonic() - t0, 1)
+            entry["scenarios"][name] = fill_keys(name, r)
+            print(f"[{label} {kernel.kver}] {name}: {status_word(r)} ({r['duration_s']} s) {describe(name, r)}",
+                  flush=True)
+            write()
+            if not r.get("passed") and not args.keep_going and \
+                    not (args.ignore_unimplemented and r.get("reason") == NOT_IMPLEMENTED):
+                stop = True
+    write()
+    text = summary(results, time.monotonic() - t_start)
+    with open(os.path.join(args.results, "summary.txt"), "w") as f:
+        f.write(text + "\n")
+    print()
+    print(text)
+
+    failed = []
+    for k in results:
+        for name in selected:
+            r = k["scenarios"][name]
+            if r.get("passed"):
+                continue
+            if args.ignore_unimplemented and r.get("reason") == NOT_IMPLEMENTED:
+                continue
+            failed.append(f"{k['label']}/{name}")
+    if failed:
+        print(f"failed: {' '.join(failed)}")
+    print(f"results: {results_path}", flush=True)
+    if interrupted:
+        return 130
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
