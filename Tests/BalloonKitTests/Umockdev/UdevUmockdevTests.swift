@@ -194,21 +194,21 @@ struct UdevUmockdevTests {
 
       try testbed.add(fixture: "virtio-balloon-unbound.umockdev")
       #expect(
-        collect(monitor, count: 1) == [event("add", "virtio", "virtio0", nil)])
+        monitor.collect(count: 1) == [event("add", "virtio", "virtio0", nil)])
 
       try testbed.bindDriver(path, to: "../../../../bus/virtio/drivers/virtio_balloon")
       testbed.uevent(path, "bind")
-      #expect(collect(monitor, count: 1) == [event("bind", "virtio", "virtio0", "virtio_balloon")])
+      #expect(monitor.collect(count: 1) == [event("bind", "virtio", "virtio0", "virtio_balloon")])
 
       try testbed.unbindDriver(path)
       testbed.uevent(path, "unbind")
-      #expect(collect(monitor, count: 1) == [event("unbind", "virtio", "virtio0", nil)])
+      #expect(monitor.collect(count: 1) == [event("unbind", "virtio", "virtio0", nil)])
 
       // Read after the device is gone: only the event's MODALIAS identifies it.
       testbed.uevent(path, "remove")
       testbed.removeDevice(path)
-      #expect(collect(monitor, count: 1) == [event("remove", "virtio", "virtio0", nil)])
-      #expect(collect(monitor, count: 1, milliseconds: 100) == [])
+      #expect(monitor.collect(count: 1) == [event("remove", "virtio", "virtio0", nil)])
+      #expect(monitor.collect(count: 1, milliseconds: 100) == [])
     }
 
     @Test func changeEvent() throws {
@@ -216,11 +216,11 @@ struct UdevUmockdevTests {
       let monitor = try BalloonEventMonitor()
       try testbed.add(fixture: "virtio-balloon-bound.umockdev")
       #expect(
-        collect(monitor, count: 1) == [event("add", "virtio", "virtio0", "virtio_balloon")])
+        monitor.collect(count: 1) == [event("add", "virtio", "virtio0", "virtio_balloon")])
       testbed.setAttribute(UdevUmockdevTests.virtio0, "status", "0x0000004f\n")
       testbed.uevent(UdevUmockdevTests.virtio0, "change")
       #expect(
-        collect(monitor, count: 1) == [event("change", "virtio", "virtio0", "virtio_balloon")])
+        monitor.collect(count: 1) == [event("change", "virtio", "virtio0", "virtio_balloon")])
       #expect(try UdevDiscovery().discover() == [UdevUmockdevTests.boundBalloon])
     }
 
@@ -230,16 +230,16 @@ struct UdevUmockdevTests {
       // virtio_blk, virtio_net and their PCI functions: nothing.
       try testbed.add(fixture: "none.umockdev")
       testbed.uevent(UdevUmockdevTests.virtio1, "change")
-      #expect(collect(monitor, count: 1, milliseconds: 200) == [])
+      #expect(monitor.collect(count: 1, milliseconds: 200) == [])
       // The balloon's add gets through; its PCI parent's does not.
       try testbed.add(fixture: "virtio-balloon-bound.umockdev")
       #expect(
-        collect(monitor, count: 2, milliseconds: 300) == [
+        monitor.collect(count: 2, milliseconds: 300) == [
           event("add", "virtio", "virtio0", "virtio_balloon")
         ])
       // An action balloonctl does not care about.
       testbed.uevent(UdevUmockdevTests.virtio0, "offline")
-      #expect(collect(monitor, count: 1, milliseconds: 200) == [])
+      #expect(monitor.collect(count: 1, milliseconds: 200) == [])
     }
 
     @Test func vmwBalloonModuleLoadAndUnload() throws {
@@ -250,22 +250,22 @@ struct UdevUmockdevTests {
       testbed.uevent("/sys/module/fuse", "add")
       testbed.uevent("/sys/module/vmw_balloon", "add")
       #expect(
-        collect(monitor, count: 2, milliseconds: 300) == [
+        monitor.collect(count: 2, milliseconds: 300) == [
           event("add", "module", "vmw_balloon", nil)
         ])
       testbed.uevent("/sys/module/vmw_balloon", "remove")
-      #expect(collect(monitor, count: 1) == [event("remove", "module", "vmw_balloon", nil)])
+      #expect(monitor.collect(count: 1) == [event("remove", "module", "vmw_balloon", nil)])
     }
 
     @Test func xenAndHyperV() throws {
       let testbed = try Testbed()
       let monitor = try BalloonEventMonitor()
       try testbed.add(fixture: "xen-memory.umockdev")
-      #expect(collect(monitor, count: 1) == [event("add", "xen_memory", "xen_memory0", nil)])
+      #expect(monitor.collect(count: 1) == [event("add", "xen_memory", "xen_memory0", nil)])
       // The Dynamic Memory device, not the network device or the ACPI parent.
       try testbed.add(fixture: "hyperv-dynamic-memory.umockdev")
       #expect(
-        collect(monitor, count: 3, milliseconds: 300) == [
+        monitor.collect(count: 3, milliseconds: 300) == [
           event("add", "vmbus", UdevUmockdevTests.hyperVGUID, "hv_balloon")
         ])
       // The kernel unbinds before it removes; the remove event is read after
@@ -276,7 +276,7 @@ struct UdevUmockdevTests {
       testbed.uevent(path, "remove")
       testbed.removeDevice(path)
       #expect(
-        collect(monitor, count: 2) == [
+        monitor.collect(count: 2) == [
           event("unbind", "vmbus", UdevUmockdevTests.hyperVGUID, nil),
           event("remove", "vmbus", UdevUmockdevTests.hyperVGUID, nil),
         ])
@@ -290,21 +290,21 @@ struct UdevUmockdevTests {
   }
 }
 
-/// Polls the monitor (at most `milliseconds`) until `count` balloon events
-/// arrived, and returns what did.
-func collect(_ monitor: BalloonEventMonitor, count: Int, milliseconds: Int = 500) -> [BalloonEvent]
-{
-  var events: [BalloonEvent] = []
-  let clock = ContinuousClock()
-  let deadline = clock.now.advanced(by: .milliseconds(milliseconds))
-  while events.count < count {
-    let left = clock.now.duration(to: deadline)
-    guard left > .zero else { break }
-    let (seconds, attoseconds) = left.components
-    let timeout = Int32(seconds * 1000 + attoseconds / 1_000_000_000_000_000) + 1
-    var descriptor = pollfd(fd: monitor.fileDescriptor, events: Int16(POLLIN), revents: 0)
-    let ready = poll(&descriptor, 1, timeout)
-    if ready > 0 { events += monitor.drain() }
+extension BalloonEventMonitor {
+  /// Polls (at most `milliseconds`) until `count` balloon events arrived, and
+  /// returns what did.
+  func collect(count: Int, milliseconds: Int = 500) -> [BalloonEvent] {
+    var events: [BalloonEvent] = []
+    let clock = ContinuousClock()
+    let deadline = clock.now.advanced(by: .milliseconds(milliseconds))
+    while events.count < count {
+      let left = clock.now.duration(to: deadline)
+      guard left > .zero else { break }
+      let (seconds, attoseconds) = left.components
+      let timeout = Int32(seconds * 1000 + attoseconds / 1_000_000_000_000_000) + 1
+      var descriptor = pollfd(fd: fileDescriptor, events: Int16(POLLIN), revents: 0)
+      if poll(&descriptor, 1, timeout) > 0 { events += drain() }
+    }
+    return events
   }
-  return events
 }
