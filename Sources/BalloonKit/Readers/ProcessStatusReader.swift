@@ -1,0 +1,110 @@
+import SystemPackage
+
+/// One process's locked and pinned memory, from `/proc/[pid]/status`
+/// (fs/proc/task_mmu.c `task_mem()`, fs/proc/array.c).
+public struct ProcessPins: Sendable, Equatable {
+  /// `Pid:` (the thread-group leader's pid when read from `/proc/[pid]`).
+  public var pid: Int32
+  /// `Name:` (the command name, as the kernel escapes it).
+  public var name: String
+  /// `VmLck:` (`mm->locked_vm`: VM_LOCKED mappings, plus vfio type1 DMA
+  /// pins), in bytes; 0 when absent (kernel threads have no mm).
+  public var lockedBytes: UInt64
+  /// `VmPin:` (`mm->pinned_vm`, ≥ 3.2: RDMA, io_uring fixed buffers,
+  /// iommufd), in bytes; 0 when absent.
+  public var pinnedBytes: UInt64
+
+  public init(pid: Int32, name: String, lockedBytes: UInt64 = 0, pinnedBytes: UInt64 = 0) {
+    self.pid = pid
+    self.name = name
+    self.lockedBytes = lockedBytes
+    self.pinnedBytes = pinnedBytes
+  }
+}
+
+public enum ProcessStatusReader {
+  /// Parses one `status` file: `Key:\tvalue` lines. `Name:` and `Pid:` are
+  /// required; `VmLck:`/`VmPin:` end in ` kB`. Other keys are not parsed.
+  public static func parse(_ bytes: [UInt8], path: String) throws(SourceError) -> ProcessPins {
+    if bytes.isEmpty { throw .malformed(path, "empty") }
+    return try bytes.withUnsafeBufferPointer { buffer throws(SourceError) in
+      var name: String?
+      var pid: Int32?
+      var locked: UInt64 = 0
+      var pinned: UInt64 = 0
+      try KernelText.forEachLine(buffer, path: path) { number, line throws(SourceError) in
+        if line.isEmpty { return }
+        guard let colon = KernelText.firstIndex(of: 0x3a, in: buffer, line) else {
+          throw .malformed(path, line: number, "no \":\" in \(KernelText.quoted(buffer, line))")
+        }
+        let key = line.lowerBound..<colon
+        if KernelText.equals(buffer, key, "Name") {
+          // The kernel prints "Name:\t" then the escaped comm; keep the rest as is.
+          var start = colon + 1
+          if start < line.upperBound, buffer[start] == 0x09 { start += 1 }
+          name = KernelText.string(buffer, start..<line.upperBound)
+        } else if KernelText.equals(buffer, key, "Pid") {
+          let value = KernelText.trimmed(buffer, (colon + 1)..<line.upperBound)
+          let parsed = try DebugfsStats.decimal(buffer, value, key: "Pid", path: path, line: number)
+          guard let fits = Int32(exactly: parsed) else {
+            throw .malformed(path, line: number, "\"Pid\" value \(parsed) is out of range")
+          }
+          pid = fits
+        } else if KernelText.equals(buffer, key, "VmLck") {
+          locked = try kilobytes(buffer, line, colon, key: "VmLck", path: path, number: number)
+        } else if KernelText.equals(buffer, key, "VmPin") {
+          pinned = try kilobytes(buffer, line, colon, key: "VmPin", path: path, number: number)
+        }
+      }
+      guard let name else { throw SourceError(path: path, .missingField("Name")) }
+      guard let pid else { throw SourceError(path: path, .missingField("Pid")) }
+      return ProcessPins(pid: pid, name: name, lockedBytes: locked, pinnedBytes: pinned)
+    }
+  }
+
+  /// Every process under `root/proc`: the numeric directories, which are the
+  /// thread-group leaders (threads are not listed, only reachable by tid).
+  /// A process that exits between the listing and the read (ENOENT, ESRCH)
+  /// is skipped; a malformed `status` throws, naming the file. Sorted by pid.
+  public static func scan(root: Root) throws(SourceError) -> [ProcessPins] {
+    let proc = root.path("/proc")
+    guard let names = try SystemFile.list(proc) else {
+      throw SourceError(path: proc.string, .unreadable(.noSuchFileOrDirectory))
+    }
+    var found: [ProcessPins] = []
+    for name in names where isPID(name) {
+      let file = root.path("/proc/\(name)/status")
+      let bytes: [UInt8]
+      do {
+        guard let read = try SystemFile.read(file) else { continue }  // exited
+        bytes = read
+      } catch {
+        if case .unreadable(let errno) = error.problem, errno == .noSuchProcess { continue }
+        throw error
+      }
+      found.append(try parse(bytes, path: file.string))
+    }
+    return found.sorted { $0.pid < $1.pid }
+  }
+
+  static func isPID(_ name: String) -> Bool {
+    !name.isEmpty && name.utf8.allSatisfy { $0 >= 0x30 && $0 <= 0x39 }
+  }
+
+  private static func kilobytes(
+    _ buffer: UnsafeBufferPointer<UInt8>, _ line: Range<Int>, _ colon: Int, key: String,
+    path: String, number: Int
+  ) throws(SourceError) -> UInt64 {
+    var value = KernelText.trimmed(buffer, (colon + 1)..<line.upperBound)
+    guard value.count > 3,
+      KernelText.equals(buffer, (value.upperBound - 3)..<value.upperBound, " kB")
+    else {
+      throw .malformed(
+        path, line: number,
+        "\"\(key)\" value \(KernelText.quoted(buffer, value)) does not end in \" kB\"")
+    }
+    value = KernelText.trimmed(buffer, value.lowerBound..<(value.upperBound - 3))
+    let count = try DebugfsStats.decimal(buffer, value, key: key, path: path, line: number)
+    return try DebugfsStats.bytes(count, unit: 1024, key: key, path: path, line: number)
+  }
+}
