@@ -1,0 +1,131 @@
+public import SystemPackage
+
+#if canImport(Glibc)
+  import Glibc
+#endif
+
+/// What `status` says about the daemon, from its state file alone (no device
+/// access): whether it runs, and per balloon the hold, why and since when.
+public struct DaemonReport: Sendable {
+  public var state: DaemonState
+  public var file: String
+  /// nil when liveness cannot be known (a snapshot under --root).
+  public var running: Bool?
+  public var policy: PolicyConfig
+
+  public init(state: DaemonState, file: String, running: Bool?, policy: PolicyConfig = .default) {
+    self.state = state
+    self.file = file
+    self.running = running
+    self.policy = policy
+  }
+
+  /// Reads `<root>/run/balloonctl/state.json` (or `directory`). nil: no daemon
+  /// has run since boot. A live root also checks the pid is a balloonctl.
+  public static func load(root: Root, directory: String = "/run/balloonctl") throws(SourceError)
+    -> DaemonReport?
+  {
+    let store = StateStore(directory: root.path(directory))
+    guard let state = try store.load() else { return nil }
+    var running: Bool?
+    if root.isLive {
+      running = false
+      if kill(state.pid, 0) == 0 || errno == EPERM,
+        let comm = try? SystemFile.read(FilePath("/proc/\(state.pid)/comm"))
+      {
+        running = String(decoding: comm, as: UTF8.self).hasPrefix("balloonctl")
+      }
+    }
+    return DaemonReport(state: state, file: store.file.string, running: running)
+  }
+
+  public func lines(limitBytes: UInt64?) -> [String] {
+    var status: String
+    switch running {
+    case true?: status = "running, pid \(state.pid)"
+    case false?: status = "not running (last pid \(state.pid))"
+    case nil: status = "pid \(state.pid) (liveness unknown in a snapshot)"
+    }
+    var lines = [
+      "Daemon    \(status), \(state.mode) mode, interval \(Self.interval(state.intervalMilliseconds)); state \(file)"
+    ]
+    for record in state.balloons {
+      let hold = record.hold
+      if hold.held {
+        let since = hold.since.map { Self.clock(state.wallTime(ofBoottime: $0)) } ?? "?"
+        lines.append("  \(record.name)  HELD since \(since): \(hold.reason ?? "")")
+        if record.kind == .xen {
+          if let wish = hold.xenHostBalloonTargetBytes {
+            lines.append("    host asked for \(ByteFormat.human(wish)); held at the limit until it fits")
+          }
+        } else if let notBefore = hold.readmitNotBefore {
+          lines.append(
+            "    target unknown: re-admit at \(Self.clock(state.wallTime(ofBoottime: notBefore))) (back-off \(Int(hold.backoffSeconds)) s)")
+        } else if let limitBytes {
+          lines.append(
+            "    re-admit when the target is at or below \(ByteFormat.human(Policy.readmitThreshold(limitBytes, policy)))")
+        }
+      } else {
+        lines.append("  \(record.name)  not held (released \(hold.releases)× so far)")
+      }
+      if let last = record.lastDecision {
+        let at = record.lastDecisionAt.map { " at \(Self.clock($0))" } ?? ""
+        lines.append("    last decision: \(last.action.rawValue)\(at): \(last.reason)")
+      }
+    }
+    return lines
+  }
+
+  public func json() -> JSONValue {
+    .object([
+      ("running", running.map(JSONValue.bool) ?? .null),
+      ("pid", .signed(Int64(state.pid))),
+      ("mode", .string(state.mode)),
+      ("interval_ms", .integer(state.intervalMilliseconds)),
+      ("updated_at", .signed(state.updatedAt)),
+      ("state_file", .string(file)),
+      (
+        "balloons",
+        .array(
+          state.balloons.map { record in
+            let hold = record.hold
+            return .object([
+              ("kind", .string(record.kind.rawValue)),
+              ("name", .string(record.name)),
+              ("held", .bool(hold.held)),
+              ("since", hold.since.map { .signed(state.wallTime(ofBoottime: $0)) } ?? .null),
+              ("reason", .optional(hold.reason)),
+              (
+                "readmit_not_before",
+                hold.readmitNotBefore.map { .signed(state.wallTime(ofBoottime: $0)) } ?? .null
+              ),
+              ("backoff_seconds", .number(hold.backoffSeconds)),
+              ("releases", .integer(UInt64(max(0, hold.releases)))),
+              (
+                "last_decision",
+                record.lastDecision.map { DecisionJSON.json($0, at: record.lastDecisionAt) } ?? .null
+              ),
+            ])
+          })
+      ),
+    ])
+  }
+
+  static func interval(_ milliseconds: UInt64) -> String {
+    milliseconds % 1000 == 0 ? "\(milliseconds / 1000) s" : "\(milliseconds) ms"
+  }
+
+  /// Local wall-clock time, HH:MM:SS (with the date when not today).
+  static func clock(_ epoch: Int64) -> String {
+    var time = time_t(epoch)
+    var now = time_t(Clock.wall())
+    var parts = tm()
+    var today = tm()
+    localtime_r(&time, &parts)
+    localtime_r(&now, &today)
+    func two(_ value: Int32) -> String { value < 10 ? "0\(value)" : "\(value)" }
+    let clock = "\(two(parts.tm_hour)):\(two(parts.tm_min)):\(two(parts.tm_sec))"
+    if parts.tm_yday == today.tm_yday && parts.tm_year == today.tm_year { return clock }
+    return "\(parts.tm_year + 1900)-\(two(parts.tm_mon + 1))-\(two(parts.tm_mday)) \(clock)"
+  }
+}

@@ -1,0 +1,69 @@
+public import ArgumentParser
+public import BalloonKit
+public import Logging
+import SystemPackage
+
+#if canImport(Glibc)
+  import Glibc
+#endif
+
+/// Options every command takes.
+struct GlobalOptions: ParsableArguments {
+  @Option(
+    help: ArgumentHelp(
+      "Read every kernel file below <dir> instead of / (a captured snapshot or a test tree).",
+      discussion: """
+        <dir>/proc, <dir>/sys and <dir>/sys/kernel/debug stand in for the live ones, and \
+        balloons are found by walking <dir>/sys instead of asking libudev. Nothing is ever \
+        written below <dir>.
+        """,
+      valueName: "dir"),
+    completion: .directory)
+  var root: String = "/"
+
+  @Option(help: "Lowest log level written to stderr (trace, debug, info, notice, warning, error, critical). (default: notice)")
+  var logLevel: Logger.Level?
+
+  /// The level to log at: --log-level, else notice.
+  var level: Logger.Level { logLevel ?? .notice }
+
+  func validate() throws {
+    guard root.hasPrefix("/") || !root.isEmpty else {
+      throw ValidationError("--root needs a directory")
+    }
+    if root != "/" && !SystemFile.exists(FilePath(root)) {
+      throw ValidationError("--root \(root): no such directory")
+    }
+  }
+
+  /// The file system to read, built once.
+  var fileSystemRoot: Root {
+    var path = FilePath(root)
+    if path.isRelative, let cwd = currentDirectory() { path = cwd.pushing(path) }
+    return Root.snapshot(path)
+  }
+}
+
+extension Logger.Level: @retroactive ExpressibleByArgument {}
+extension ControlMode: ExpressibleByArgument {}
+extension ExitPolicy: ExpressibleByArgument {}
+
+func currentDirectory() -> FilePath? {
+  guard let pointer = getcwd(nil, 0) else { return nil }
+  defer { free(pointer) }
+  return FilePath(platformString: pointer)
+}
+
+/// Bootstraps swift-log once per process, to stderr (the journal under systemd).
+enum LogSetup {
+  static func logger(level: Logger.Level) -> Logger {
+    LoggingSystem.bootstrap { label in
+      var handler = StreamLogHandler.standardError(label: label)
+      handler.logLevel = level
+      return handler
+    }
+    var logger = Logger(label: "balloonctl")
+    logger.logLevel = level
+    return logger
+  }
+}

@@ -1,0 +1,82 @@
+import ArgumentParser
+import BalloonKit
+
+#if canImport(Glibc)
+  import Glibc
+#endif
+
+/// `balloonctl status`: the balloon, its sizes, the pinned memory and the limit.
+struct StatusCommand: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "status",
+    abstract: "Show the balloon, its size and target, the pinned memory and the limit.",
+    discussion: """
+      Reads only: /proc/meminfo, /proc/vmstat, /proc/<pid>/status, the balloon's sysfs and \
+      debugfs files. Finds the balloon through libudev (or by walking <dir>/sys with --root).
+
+      current and target are the balloon's own size (memory taken from the guest); \
+      "unknown" comes with the reason. The limit is floor(fraction × (guest − pinned)), \
+      capped at guest swap when swap is smaller (see `balloonctl limit --explain`).
+
+      Examples:
+        balloonctl status
+        balloonctl status --json | jq .limit.maxmemctl_mb
+        balloonctl status --processes 5
+        balloonctl status --probe-target      (virtio: also read the host's target)
+        balloonctl status --root ./snapshot   (a copied /proc + /sys tree)
+
+      Exit status: 0 the state was read; 1 a kernel file could not be read or is malformed \
+      (the one-line error names it); 64 invalid command line.
+      """)
+
+  @OptionGroup var global: GlobalOptions
+  @OptionGroup(title: "Reading") var reading: SnapshotArguments
+
+  @Flag(help: "Print JSON (sizes in bytes, unknown as null) instead of text.")
+  var json = false
+
+  @Option(
+    help: ArgumentHelp(
+      "Also list the top <n> processes by locked + pinned memory (VmLck, VmPin).", valueName: "n"))
+  var processes: Int?
+
+  @Option(
+    help: ArgumentHelp("Where balloonctl run keeps its state (below --root when given).", valueName: "dir"))
+  var stateDir: String = "/run/balloonctl"
+
+  func validate() throws {
+    if let processes, processes < 1 {
+      throw ValidationError("--processes must be at least 1, got \(processes)")
+    }
+  }
+
+  func run() throws {
+    _ = LogSetup.logger(level: global.level)
+    let root = global.fileSystemRoot
+    let options = try reading.options(root: root)
+    let devices = try Discovery.discover(root: root)
+    let snapshot = try GuestSnapshotReader.read(root: root, devices: devices, options: options)
+    // The daemon's hold, from its state file: no device access of our own.
+    var daemon: DaemonReport?
+    var daemonProblem: String?
+    do {
+      daemon = try DaemonReport.load(root: root, directory: stateDir)
+    } catch {
+      daemonProblem = "daemon state unreadable: \(error)"
+    }
+    if json {
+      var members = SnapshotJSON.members(snapshot, processes: processes)
+      members.append(("daemon", daemon?.json() ?? .null))
+      if let daemonProblem { members.append(("daemon_error", .string(daemonProblem))) }
+      print(JSONValue.object(members).rendered())
+    } else {
+      var text = StatusText(snapshot: snapshot, processes: processes, color: isatty(1) == 1).render()
+      if let daemon {
+        text += "\n\n" + daemon.lines(limitBytes: snapshot.limit.bytes).joined(separator: "\n")
+      } else {
+        text += "\n\nDaemon    " + (daemonProblem ?? "no state: balloonctl run has not run since boot")
+      }
+      print(text)
+    }
+  }
+}
