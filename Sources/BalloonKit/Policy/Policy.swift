@@ -276,7 +276,10 @@ public enum Policy {
     next.since = now
     next.reason = trigger
     next.releases += 1
-    next.readmitNotBefore = o.targetBytes == nil ? now + next.backoffSeconds : nil
+    // Unloading vmw_balloon takes its debugfs file, and with it the target:
+    // that hold is blind from the start, so its back-off starts now too.
+    let blindAfterRelease = o.targetBytes == nil || o.kind == .vmware
+    next.readmitNotBefore = blindAfterRelease ? now + next.backoffSeconds : nil
     return (Decision(.release, balloon: name, reason: trigger), next)
   }
 

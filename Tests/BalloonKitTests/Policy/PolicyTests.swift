@@ -147,6 +147,15 @@ struct PolicyTests {
     #expect(released.readmitNotBefore == now + 601 + 30)
   }
 
+  @Test("VMware: the release itself makes the target unknowable, so the back-off starts at release")
+  func vmwBackoffFromRelease() {
+    let loaded = BalloonObservation(
+      kind: .vmware, name: "vmw_balloon", currentBytes: 0, targetBytes: 400 * MiB)
+    let (release, held) = Policy.decide(loaded, limitBytes: limit, state: nil, now: 7)
+    #expect(release.action == .release)
+    #expect(held.readmitNotBefore == 37)
+  }
+
   @Test("an informed re-admit resets the back-off")
   func informedReadmitResets() {
     let (decision, next) = Policy.decide(

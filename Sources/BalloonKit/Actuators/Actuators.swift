@@ -1,0 +1,161 @@
+public import SystemPackage
+
+#if canImport(Glibc)
+  import Glibc
+#endif
+
+/// A lever could not be pulled. One line, naming what was written or run.
+public struct ActuatorError: Error, Sendable, Equatable, CustomStringConvertible {
+  public var description: String
+  public init(_ description: String) { self.description = description }
+}
+
+/// Runs a program and returns its exit status (the vmw_balloon lever is
+/// modprobe; tests substitute a recorder).
+public protocol CommandRunner: Sendable {
+  func run(_ arguments: [String]) throws(ActuatorError) -> Int32
+}
+
+/// posix_spawn + waitpid; the child inherits stderr (the journal).
+public struct SpawnRunner: CommandRunner {
+  public init() {}
+
+  public func run(_ arguments: [String]) throws(ActuatorError) -> Int32 {
+    guard let program = arguments.first else { throw ActuatorError("no command to run") }
+    var pid: pid_t = 0
+    var argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
+    defer { for pointer in argv { free(pointer) } }
+    let spawned = posix_spawn(&pid, program, nil, nil, &argv, environ)
+    guard spawned == 0 else {
+      throw ActuatorError("\(program): cannot run: \(Errno(rawValue: spawned))")
+    }
+    var status: Int32 = 0
+    while waitpid(pid, &status, 0) < 0 {
+      guard errno == EINTR else {
+        throw ActuatorError("\(program): waitpid: \(Errno(rawValue: errno))")
+      }
+    }
+    // WIFEXITED / WEXITSTATUS by hand: the macros do not import into Swift.
+    if status & 0x7f == 0 { return (status >> 8) & 0xff }
+    return 128 + (status & 0x7f)
+  }
+}
+
+/// The only code in balloonctl that changes the system. Each lever is one
+/// write (or one modprobe), below `root`: tests point it at a copy of a
+/// fixture tree, so no test can reach a real device. The daemon builds one
+/// with the live root only in enforce mode.
+///
+/// | kind    | release                          | readmit                        |
+/// |---------|----------------------------------|--------------------------------|
+/// | virtio  | write name to …/virtio_balloon/unbind (full deflate, host told) | write name to …/bind (re-inflates to target) |
+/// | vmware  | modprobe -r vmw_balloon (all pages freed at once) | modprobe vmw_balloon [vmwballoon_shrinker_enable=1] |
+/// | xen     | write target_kb (a partial hold at the limit)    | write the host's target_kb back |
+/// | hyperv  | none: unbinding loses the pages until reboot     |                                |
+public struct Actuators: Sendable {
+  public var root: Root
+  public var modprobe: String
+  /// Reload vmw_balloon with its shrinker (deflates under memory pressure).
+  public var vmwShrinker: Bool
+  /// The kinds whose lever may be pulled (configuration can disable some).
+  public var enabledLevers: Set<BalloonKind>
+  public var runner: any CommandRunner
+
+  public static let virtioDriverDirectory = "/sys/bus/virtio/drivers/virtio_balloon"
+
+  public init(
+    root: Root, modprobe: String = "/sbin/modprobe", vmwShrinker: Bool = false,
+    enabledLevers: Set<BalloonKind> = [.virtio, .vmware, .xen],
+    runner: any CommandRunner = SpawnRunner()
+  ) {
+    self.root = root
+    self.modprobe = modprobe
+    self.vmwShrinker = vmwShrinker
+    self.enabledLevers = enabledLevers
+    self.runner = runner
+  }
+
+  /// Whether `device`'s lever exists here and is enabled. Used for the
+  /// policy's "alert instead" when it is not.
+  public func leverAvailable(for device: BalloonDevice, held: Bool) -> Bool {
+    guard enabledLevers.contains(device.kind) else { return false }
+    switch device.kind {
+    case .virtio:
+      return SystemFile.exists(root.path(Actuators.virtioDriverDirectory + "/unbind"))
+    case .vmware:
+      // A built-in vmw_balloon has no initstate and cannot be unloaded.
+      let loadable = held || SystemFile.exists(root.path("/sys/module/vmw_balloon/initstate"))
+      return loadable && SystemFile.exists(root.path(modprobe))
+    case .xen:
+      return SystemFile.exists(root.path(device.sysPath + "/target_kb"))
+    case .hyperv:
+      return false
+    }
+  }
+
+  public func release(_ device: BalloonDevice) throws(ActuatorError) {
+    switch device.kind {
+    case .virtio:
+      try write(device.name, to: Actuators.virtioDriverDirectory + "/unbind", alreadyDone: .operationNotSupportedByDevice)
+    case .vmware:
+      try modprobe(["-r", "vmw_balloon"])
+    case .xen, .hyperv:
+      throw ActuatorError("\(device.kind.rawValue) balloons are not released; see set_target / alert")
+    }
+  }
+
+  public func readmit(_ device: BalloonDevice) throws(ActuatorError) {
+    switch device.kind {
+    case .virtio:
+      try write(device.name, to: Actuators.virtioDriverDirectory + "/bind", alreadyDone: .resourceBusy)
+    case .vmware:
+      try modprobe(
+        ["vmw_balloon"] + (vmwShrinker ? ["vmwballoon_shrinker_enable=1"] : []))
+    case .xen, .hyperv:
+      throw ActuatorError("\(device.kind.rawValue) balloons are not re-admitted")
+    }
+  }
+
+  /// Xen: the domain's total reservation target, in KiB.
+  public func setXenTarget(_ device: BalloonDevice, kib: UInt64) throws(ActuatorError) {
+    guard device.kind == .xen else { throw ActuatorError("set_target is for Xen balloons only") }
+    try write(String(kib), to: device.sysPath + "/target_kb", alreadyDone: nil)
+  }
+
+  func modprobe(_ arguments: [String]) throws(ActuatorError) {
+    let status = try runner.run([root.path(modprobe).string] + arguments)
+    guard status == 0 else {
+      throw ActuatorError("\(modprobe) \(arguments.joined(separator: " ")) exited with \(status)")
+    }
+  }
+
+  /// One write of `text` to an existing kernel attribute. `alreadyDone` is the
+  /// errno that means the goal already holds (unbind of an unbound device:
+  /// ENODEV; bind of a bound one: EBUSY).
+  func write(_ text: String, to kernelPath: String, alreadyDone: Errno?) throws(ActuatorError) {
+    let path = root.path(kernelPath)
+    do {
+      // As `echo value > attr` does: O_TRUNC (sysfs accepts it), and no
+      // O_CREAT: a missing attribute means the lever does not exist here and
+      // must never become a new file.
+      let fd = try FileDescriptor.open(
+        path, .writeOnly, options: [.truncate, .closeOnExec], retryOnInterrupt: true)
+      try fd.closeAfter { _ = try fd.writeAll(text.utf8) }
+    } catch let error as Errno {
+      if let alreadyDone, error == alreadyDone { return }
+      throw ActuatorError("\(path.string): cannot write \"\(text)\": \(Actuators.explain(error))")
+    } catch {
+      throw ActuatorError("\(path.string): cannot write \"\(text)\": \(error)")
+    }
+  }
+
+  static func explain(_ error: Errno) -> String {
+    switch error {
+    case .permissionDenied, .notPermitted: "\(error) (not root, or a read-only /sys: check the unit's ReadWritePaths)"
+    case .resourceBusy: "\(error) (the device is busy)"
+    case .operationNotSupportedByDevice, .noSuchAddressOrDevice: "\(error) (the device went away)"
+    case .noSuchFileOrDirectory: "\(error) (no such lever on this kernel)"
+    default: "\(error)"
+    }
+  }
+}

@@ -1,0 +1,128 @@
+public import SystemPackage
+
+#if canImport(Glibc)
+  import Glibc
+#endif
+
+/// Why the daemon woke up.
+public struct WakeReasons: OptionSet, Sendable, CustomStringConvertible {
+  public let rawValue: UInt8
+  public init(rawValue: UInt8) { self.rawValue = rawValue }
+
+  public static let timeout = WakeReasons(rawValue: 1 << 0)
+  public static let udev = WakeReasons(rawValue: 1 << 1)
+  public static let pressure = WakeReasons(rawValue: 1 << 2)
+  public static let interrupted = WakeReasons(rawValue: 1 << 3)
+
+  public var description: String {
+    var names: [String] = []
+    if contains(.timeout) { names.append("interval") }
+    if contains(.udev) { names.append("udev") }
+    if contains(.pressure) { names.append("memory pressure") }
+    if contains(.interrupted) { names.append("shutdown") }
+    return names.joined(separator: "+")
+  }
+}
+
+/// Blocks in one `poll()` until the interval passes, a udev event or a PSI
+/// memory-pressure event arrives, or `interrupt()` is called (from another
+/// thread, on SIGTERM/SIGINT). No busy polling: an idle daemon is asleep here.
+public final class Waiter: @unchecked Sendable {
+  private let wakeRead: Int32
+  private let wakeWrite: Int32
+  private let monitorFD: Int32?
+  private let pressureFD: Int32?
+
+  public init(monitorFD: Int32?, pressureFD: Int32?) throws(SourceError) {
+    var fds: [Int32] = [0, 0]
+    guard pipe(&fds) == 0 else {
+      throw SourceError(path: "pipe", .unreadable(Errno(rawValue: errno)))
+    }
+    // Non-blocking (drained in a loop) and not inherited by modprobe.
+    for fd in fds {
+      _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
+      _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+    }
+    wakeRead = fds[0]
+    wakeWrite = fds[1]
+    self.monitorFD = monitorFD
+    self.pressureFD = pressureFD
+  }
+
+  deinit {
+    close(wakeRead)
+    close(wakeWrite)
+  }
+
+  /// Safe from any thread (one write to a pipe).
+  public func interrupt() {
+    var byte: UInt8 = 1
+    _ = write(wakeWrite, &byte, 1)
+  }
+
+  public func wait(timeoutMilliseconds: Int32) -> WakeReasons {
+    var fds = [pollfd(fd: wakeRead, events: Int16(POLLIN), revents: 0)]
+    if let monitorFD { fds.append(pollfd(fd: monitorFD, events: Int16(POLLIN), revents: 0)) }
+    if let pressureFD { fds.append(pollfd(fd: pressureFD, events: Int16(POLLPRI), revents: 0)) }
+    let count = poll(&fds, nfds_t(fds.count), timeoutMilliseconds)
+    if count == 0 { return .timeout }
+    if count < 0 { return errno == EINTR ? [] : .timeout }
+    var reasons: WakeReasons = []
+    for entry in fds where entry.revents != 0 {
+      switch entry.fd {
+      case wakeRead:
+        var buffer = [UInt8](repeating: 0, count: 64)
+        while read(wakeRead, &buffer, buffer.count) > 0 {}
+        reasons.insert(.interrupted)
+      case monitorFD: reasons.insert(.udev)
+      case pressureFD: reasons.insert(.pressure)
+      default: break
+      }
+    }
+    return reasons
+  }
+}
+
+/// A PSI trigger on `/proc/pressure/memory` (≥ 5.2, CONFIG_PSI): poll() reports
+/// POLLPRI when tasks stall on memory for `stallMicroseconds` within a
+/// `windowMicroseconds` window. The balloon inflating into a short guest is
+/// exactly such a stall, so the daemon ticks at once instead of at the next
+/// interval.
+public final class PressureTrigger {
+  public let fileDescriptor: Int32
+
+  public static let path = "/proc/pressure/memory"
+
+  /// nil with a reason when PSI is unavailable (old kernel, psi=0, no permission).
+  /// Without CAP_SYS_RESOURCE the kernel only accepts windows that are
+  /// multiples of 2 s, so a refused 1 s window is retried at 2 s.
+  public static func open(root: Root, stallMicroseconds: Int = 100_000) -> Result<
+    PressureTrigger, SourceError
+  > {
+    let path = root.path(PressureTrigger.path)
+    var lastError = Errno.invalidArgument
+    for window in [1_000_000, 2_000_000] {
+      let fd = path.withPlatformString { Glibc.open($0, O_RDWR | O_NONBLOCK | O_CLOEXEC) }
+      guard fd >= 0 else {
+        return .failure(SourceError(path: path.string, .unreadable(Errno(rawValue: errno))))
+      }
+      let spec = "some \(stallMicroseconds) \(window)"
+      let written = spec.withCString { write(fd, $0, strlen($0) + 1) }
+      if written > 0 { return .success(PressureTrigger(fileDescriptor: fd, windowMicroseconds: window)) }
+      lastError = Errno(rawValue: errno)
+      close(fd)
+      guard lastError == .invalidArgument else { break }
+    }
+    return .failure(SourceError(path: path.string, .unreadable(lastError)))
+  }
+
+  /// The trigger's window: it fires at most once per window.
+  public let windowMicroseconds: Int
+
+  private init(fileDescriptor: Int32, windowMicroseconds: Int) {
+    self.fileDescriptor = fileDescriptor
+    self.windowMicroseconds = windowMicroseconds
+  }
+
+  deinit { close(fileDescriptor) }
+}

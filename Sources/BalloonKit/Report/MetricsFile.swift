@@ -1,0 +1,116 @@
+public import SystemPackage
+
+#if canImport(Glibc)
+  import Glibc
+#endif
+
+/// Prometheus metrics in the text exposition format, for node_exporter's
+/// textfile collector (`--collector.textfile.directory`): written to a
+/// temporary file and renamed, and only when a value changed, so an idle
+/// daemon does not write every tick.
+public final class MetricsFile {
+  public let path: FilePath
+  private var last: String?
+
+  public init(path: FilePath) { self.path = path }
+
+  public func write(_ report: TickReport, state: DaemonState) throws(SourceError) {
+    let text = MetricsFile.render(report, state: state)
+    guard text != last else { return }
+    let temporary = FilePath(path.string + ".tmp")
+    do {
+      let fd = try FileDescriptor.open(
+        temporary, .writeOnly, options: [.create, .truncate, .closeOnExec],
+        permissions: [.ownerReadWrite, .groupRead, .otherRead], retryOnInterrupt: true)
+      try fd.closeAfter { _ = try fd.writeAll(text.utf8) }
+    } catch let error as Errno {
+      throw SourceError(path: temporary.string, .unreadable(error))
+    } catch {
+      throw SourceError(path: temporary.string, .malformed(line: nil, "\(error)"))
+    }
+    let renamed = temporary.withPlatformString { from in path.withPlatformString { rename(from, $0) } }
+    guard renamed == 0 else { throw SourceError(path: path.string, .unreadable(Errno(rawValue: errno))) }
+    last = text
+  }
+
+  /// Sizes are rounded to MiB in the file so page-level jitter does not
+  /// rewrite it every tick; they are still exported in bytes.
+  public static func render(_ report: TickReport, state: DaemonState) -> String {
+    let snapshot = report.snapshot
+    func mib(_ bytes: UInt64) -> UInt64 { (bytes >> 20) << 20 }
+    var out = ""
+    func family(_ name: String, _ help: String, _ samples: [(String, UInt64)]) {
+      out += "# HELP balloonctl_\(name) \(help)\n# TYPE balloonctl_\(name) gauge\n"
+      for (labels, value) in samples {
+        out += "balloonctl_\(name)\(labels.isEmpty ? "" : "{\(labels)}") \(value)\n"
+      }
+    }
+    let limit = snapshot.limit
+    family("limit_bytes", "The pinned-aware balloon limit.", [("", mib(limit.bytes))])
+    family("guest_bytes", "Guest memory without any balloon.", [("", mib(limit.guestBytes))])
+    let pinned = snapshot.pinned
+    family(
+      "pinned_bytes", "Memory the balloon cannot take, by cause.",
+      [
+        ("cause=\"hugetlb\"", mib(pinned.hugetlbBytes)), ("cause=\"locked\"", mib(pinned.lockedBytes)),
+        ("cause=\"dma\"", mib(pinned.dmaPinnedBytes)), ("cause=\"kernel\"", mib(pinned.kernelBytes)),
+        ("cause=\"unswappable\"", mib(pinned.unswappableBytes)),
+      ])
+    func labels(_ device: BalloonDevice) -> String {
+      "balloon=\"\(escape(device.name))\",kind=\"\(device.kind.rawValue)\""
+    }
+    family(
+      "balloon_current_bytes", "The balloon's size (memory taken from the guest).",
+      snapshot.balloons.compactMap { b in b.effectiveCurrentBytes.map { (labels(b.device), mib($0)) } })
+    family(
+      "balloon_target_bytes", "The host's target for the balloon, where known.",
+      snapshot.balloons.compactMap { b in b.target.bytes.map { (labels(b.device), mib($0)) } })
+    family(
+      "balloon_over_limit", "1 when the balloon or its target exceeds the limit.",
+      snapshot.balloons.map { (labels($0.device), snapshot.isOverLimit($0) ? 1 : 0) })
+    family(
+      "balloon_held", "1 while balloonctl holds the balloon released.",
+      state.balloons.map {
+        ("balloon=\"\(escape($0.name))\",kind=\"\($0.kind.rawValue)\"", $0.hold.held ? 1 : 0)
+      })
+    out += "# HELP balloonctl_balloon_releases_total Times balloonctl released the balloon.\n"
+    out += "# TYPE balloonctl_balloon_releases_total counter\n"
+    for record in state.balloons {
+      out +=
+        "balloonctl_balloon_releases_total{balloon=\"\(escape(record.name))\",kind=\"\(record.kind.rawValue)\"} \(record.hold.releases)\n"
+    }
+    return out
+  }
+
+  static func escape(_ value: String) -> String {
+    var out = ""
+    for character in value {
+      switch character {
+      case "\\": out += "\\\\"
+      case "\"": out += "\\\""
+      case "\n": out += "\\n"
+      default: out.append(character)
+      }
+    }
+    return out
+  }
+}
+
+/// `run --once --json`: the snapshot's members, then the decision.
+public enum OnceJSON {
+  public static func document(_ report: TickReport, mode: ControlMode) -> JSONValue {
+    var members = SnapshotJSON.members(report.snapshot)
+    members.append(("mode", .string(mode.rawValue)))
+    let headline =
+      report.headline
+      ?? Decision(.none, balloon: "", reason: "no balloon")
+    var decision = DecisionJSON.json(headline)
+    if case .object(var fields) = decision, headline.balloon.isEmpty {
+      fields[1] = ("balloon", .null)
+      decision = .object(fields)
+    }
+    members.append(("decision", decision))
+    members.append(("decisions", .array(report.decisions.map { DecisionJSON.json($0) })))
+    return .object(members)
+  }
+}

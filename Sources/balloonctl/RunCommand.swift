@@ -1,0 +1,348 @@
+import ArgumentParser
+import BalloonKit
+import Dispatch
+import Logging
+import ServiceLifecycle
+import SystemPackage
+import UnixSignals
+
+#if canImport(Glibc)
+  import Glibc
+#endif
+
+/// `balloonctl run`: the daemon that holds the balloon under the limit.
+struct RunCommand: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "run",
+    abstract: "Hold the balloon under the pinned-aware limit (the daemon).",
+    discussion: """
+      Every interval, and at once on a udev event for the balloon or a memory-pressure \
+      (PSI) event, it reads the balloon, the pinned memory and the limit, decides, and in \
+      enforce mode pulls the balloon's lever:
+
+        virtio   release: unbind virtio_balloon (the balloon deflates fully and the host \
+      is told); re-admit: bind it again (it re-inflates to the host's target)
+        VMware   release: modprobe -r vmw_balloon (all pages return at once); re-admit: \
+      modprobe vmw_balloon
+        Xen      set target_kb so the balloon sits exactly at the limit
+        Hyper-V  alert only (unbinding hv_balloon loses the pages until reboot)
+
+      It releases when the host's target exceeds the limit (before the balloon crosses, if \
+      a tick comes first), or when the size exceeds it and the target is unknown; it \
+      re-admits when the target is at or below limit × (1 − margin), or, with the target \
+      unknown, after a back-off (30 s, doubling to 10 min while it keeps crossing).
+
+      Settings come from --config (default /etc/default/balloonctl when it exists; see \
+      the example there); flags win. Without a mode anywhere it only reports. One instance \
+      at a time (a lock in --state-dir); the hold is saved to <state-dir>/state.json on \
+      every change and resumed after a restart or crash.
+
+      Examples:
+        balloonctl run --mode report                  watch and log what it would do
+        balloonctl run --mode enforce --interval 0.5
+        balloonctl run --once --mode report --json    one decision, for scripts
+        balloonctl run --once --root ./snapshot --json
+
+      Exit status: 0 stopped by SIGTERM/SIGINT (or --once done); 1 a kernel file, the \
+      config or the state could not be read, or another instance runs; 64 invalid command \
+      line or settings.
+      """)
+
+  @OptionGroup var global: GlobalOptions
+
+  @Option(help: "enforce: pull levers. report: log and publish what it would do, change nothing. (default: report, or BALLOONCTL_MODE)")
+  var mode: ControlMode?
+
+  @Option(help: ArgumentHelp("Seconds between ticks, 0.1 to 60. (default: 1)", valueName: "seconds"))
+  var interval: Double?
+
+  @Option(help: ArgumentHelp("Re-admit when the target is at or below limit × (1 − margin), 0 to 0.5. (default: 0.05)", valueName: "m"))
+  var margin: Double?
+
+  @Option(help: ArgumentHelp("Share of guest − pinned the balloon may take, 0 < f ≤ 1. (default: 0.65)", valueName: "f"))
+  var fraction: Double?
+
+  @Flag(
+    inversion: .prefixedNo,
+    help: ArgumentHelp(
+      "Read the virtio target from the device's PCI config window (writes its window registers).",
+      discussion: "Default: on in enforce mode (the preventive hold needs the target), off in report mode."))
+  var probeTarget: Bool?
+
+  @Option(help: ArgumentHelp("Levers that may be pulled: comma-separated virtio, vmware, xen, or none. (default: all)", valueName: "list"))
+  var levers: String?
+
+  @Flag(inversion: .prefixedNo, help: "Reload vmw_balloon with vmwballoon_shrinker_enable=1 when re-admitting. (default: no)")
+  var vmwShrinker: Bool?
+
+  @Option(help: "What to do with a held balloon on SIGTERM/SIGINT: hold (keep it released; the next run resumes) or readmit. (default: hold)")
+  var onExit: ExitPolicy?
+
+  @Option(help: ArgumentHelp("Settings file (KEY=VALUE lines). (default: /etc/default/balloonctl if it exists)", valueName: "file"), completion: .file())
+  var config: String?
+
+  @Option(help: ArgumentHelp("Where the lock and state.json live.", valueName: "dir"), completion: .directory)
+  var stateDir: String = "/run/balloonctl"
+
+  @Option(help: ArgumentHelp("Also write Prometheus metrics to <file> (node_exporter textfile collector) on every change.", valueName: "file"))
+  var metricsFile: String?
+
+  @Flag(help: "Run one tick, print it and exit.")
+  var once = false
+
+  @Flag(help: "With --once: print JSON (the reading, the limit and the decision).")
+  var json = false
+
+  func validate() throws {
+    if let interval, !RunSettings.intervalRange.contains(interval) {
+      throw ValidationError("--interval must be 0.1 to 60 seconds, got \(interval)")
+    }
+    if let margin, !RunSettings.marginRange.contains(margin) {
+      throw ValidationError("--margin must be 0 to 0.5, got \(margin)")
+    }
+    if let fraction, !BalloonLimit.isValid(fraction: fraction) {
+      throw ValidationError("--fraction must be above 0 and at most 1, got \(fraction)")
+    }
+    if let levers, RunSettings.parseLevers(levers) == nil {
+      throw ValidationError("--levers takes virtio, vmware, xen separated by commas, or none; got \"\(levers)\"")
+    }
+    if json && !once { throw ValidationError("--json goes with --once") }
+    if let metricsFile, !metricsFile.hasPrefix("/") {
+      throw ValidationError("--metrics-file needs an absolute path")
+    }
+  }
+
+  /// Flags, then the settings file, then the defaults.
+  func resolved(root: Root) throws -> Resolved {
+    var settings = RunSettings()
+    let configPath = config ?? (root.isLive ? RunSettings.defaultPath : nil)
+    if let configPath, config != nil || SystemFile.exists(FilePath(configPath)) {
+      do {
+        settings = try RunSettings.load(FilePath(configPath))
+      } catch {
+        throw ValidationError("\(error)")
+      }
+    }
+    let mode = self.mode ?? settings.mode ?? .report
+    if mode == .enforce && !root.isLive {
+      throw ValidationError(
+        "enforce mode acts on the live system; --root \(root) is a snapshot, so only --mode report is allowed")
+    }
+    let probe = probeTarget ?? settings.probeTarget ?? (mode == .enforce)
+    if probe && !root.isLive {
+      throw ValidationError("--probe-target needs a live device; it cannot be used with --root")
+    }
+    let level = global.logLevel ?? settings.logLevel.flatMap(Logger.Level.init(rawValue:)) ?? .notice
+    return Resolved(
+      mode: mode,
+      interval: interval ?? settings.intervalSeconds ?? 1,
+      margin: margin ?? settings.margin ?? PolicyConfig.default.margin,
+      fraction: fraction ?? settings.fraction ?? BalloonLimit.defaultFraction,
+      probe: probe,
+      levers: levers.flatMap(RunSettings.parseLevers) ?? settings.levers ?? [.virtio, .vmware, .xen],
+      vmwShrinker: vmwShrinker ?? settings.vmwShrinker ?? false,
+      onExit: onExit ?? settings.onExit ?? .hold,
+      metricsFile: metricsFile ?? settings.metricsFile,
+      logLevel: level)
+  }
+
+  struct Resolved {
+    var mode: ControlMode
+    var interval: Double
+    var margin: Double
+    var fraction: Double
+    var probe: Bool
+    var levers: Set<BalloonKind>
+    var vmwShrinker: Bool
+    var onExit: ExitPolicy
+    var metricsFile: String?
+    var logLevel: Logger.Level
+  }
+
+  func run() async throws {
+    let root = global.fileSystemRoot
+    let settings = try resolved(root: root)
+    let logger = LogSetup.logger(level: settings.logLevel)
+
+    // --once on a snapshot writes nothing anywhere; everything else keeps state.
+    let store: StateStore? = root.isLive ? StateStore(directory: FilePath(stateDir)) : nil
+    var lock: InstanceLock?
+    if let store, !once || settings.mode == .enforce {
+      let instance = try InstanceLock(directory: store.directory)
+      guard try instance.acquire() else { throw InstanceLock.Held(path: instance.path.string) }
+      lock = instance
+    }
+    let previous = try store?.load()
+
+    let controller = Controller(
+      root: root,
+      config: ControllerConfig(
+        mode: settings.mode, fraction: settings.fraction, policy: PolicyConfig(margin: settings.margin),
+        intervalSeconds: settings.interval),
+      actuators: settings.mode == .enforce
+        ? Actuators(root: root, vmwShrinker: settings.vmwShrinker, enabledLevers: settings.levers) : nil,
+      probe: settings.probe ? VirtioPCIWindowProbe(root: root) : nil,
+      store: once && settings.mode == .report ? nil : store,
+      previous: previous, pid: getpid(), logger: logger)
+    let metrics = settings.metricsFile.map { MetricsFile(path: FilePath($0)) }
+
+    if once {
+      let report = try controller.tick()
+      try metrics?.write(report, state: controller.state)
+      if json {
+        print(OnceJSON.document(report, mode: settings.mode).rendered())
+      } else {
+        print(StatusText(snapshot: report.snapshot, color: isatty(1) == 1).render())
+        for decision in report.decisions {
+          print("Decision  \(decision.balloon): \(decision.action.rawValue) (\(decision.reason))")
+        }
+      }
+      _ = lock
+      return
+    }
+
+    let monitor: BalloonEventMonitor?
+    do {
+      monitor = root.isLive ? try BalloonEventMonitor() : nil
+    } catch {
+      logger.warning("no udev events; relying on the interval", metadata: ["error": "\(error)"])
+      monitor = nil
+    }
+    var pressure: PressureTrigger?
+    switch PressureTrigger.open(root: root) {
+    case .success(let trigger): pressure = trigger
+    case .failure(let error):
+      logger.info("no memory-pressure trigger; relying on the interval", metadata: ["error": "\(error)"])
+    }
+    let waiter = try Waiter(monitorFD: monitor?.fileDescriptor, pressureFD: pressure?.fileDescriptor)
+
+    logger.notice(
+      "balloonctl run started",
+      metadata: [
+        "mode": "\(settings.mode.rawValue)", "interval_s": "\(settings.interval)",
+        "margin": "\(settings.margin)", "fraction": "\(settings.fraction)",
+        "probe_target": "\(settings.probe)", "levers": "\(settings.levers.map(\.rawValue).sorted())",
+        "on_exit": "\(settings.onExit.rawValue)", "udev": "\(monitor.map { "\($0.source)" } ?? "none")",
+        "psi_window_s": "\(pressure.map { "\(Double($0.windowMicroseconds) / 1e6)" } ?? "none")",
+      ])
+    for record in controller.heldBalloons {
+      logger.notice(
+        "resuming hold", metadata: ["balloon": "\(record.name)", "reason": "\(record.hold.reason ?? "")"])
+    }
+    // The first tick must work: a broken /proc is a startup error, not a log line.
+    let first = try controller.tick()
+    try metrics?.write(first, state: controller.state)
+    try controller.persistNow()
+
+    let loop = ControlLoop(
+      controller: controller, waiter: waiter, monitor: monitor, metrics: metrics,
+      intervalMilliseconds: Int32((settings.interval * 1000).rounded()), onExit: settings.onExit,
+      logger: logger)
+    let group = ServiceGroup(
+      configuration: ServiceGroupConfiguration(
+        services: [.init(service: loop, successTerminationBehavior: .gracefullyShutdownGroup)],
+        gracefulShutdownSignals: [.sigterm, .sigint],
+        logger: logger))
+    try await group.run()
+    _ = lock
+  }
+}
+
+
+/// The daemon's loop as a ServiceLifecycle service: tick, then sleep in
+/// poll() (on a private thread, so the cooperative pool is never blocked)
+/// until the interval, a udev or PSI event, or SIGTERM/SIGINT.
+final class ControlLoop: Service, @unchecked Sendable {
+  let controller: Controller
+  let waiter: Waiter
+  let monitor: BalloonEventMonitor?
+  let metrics: MetricsFile?
+  let intervalMilliseconds: Int32
+  let onExit: ExitPolicy
+  let logger: Logger
+  private let queue = DispatchQueue(label: "balloonctl.wait")
+  private var failing = false
+
+  init(
+    controller: Controller, waiter: Waiter, monitor: BalloonEventMonitor?, metrics: MetricsFile?,
+    intervalMilliseconds: Int32, onExit: ExitPolicy, logger: Logger
+  ) {
+    self.controller = controller
+    self.waiter = waiter
+    self.monitor = monitor
+    self.metrics = metrics
+    self.intervalMilliseconds = intervalMilliseconds
+    self.onExit = onExit
+    self.logger = logger
+  }
+
+  func run() async throws {
+    await withGracefulShutdownHandler {
+      while !Task.isShuttingDownGracefully {
+        let reasons = await wait()
+        if reasons.contains(.interrupted) || Task.isShuttingDownGracefully { break }
+        if reasons.contains(.udev), let monitor {
+          for event in monitor.drain() {
+            logger.notice(
+              "udev event",
+              metadata: [
+                "action": "\(event.action)", "subsystem": "\(event.subsystem)", "device": "\(event.name)",
+                "driver": "\(event.driver ?? "none")",
+              ])
+          }
+          controller.invalidateDevices()
+        }
+        if reasons.contains(.pressure) { logger.info("memory pressure event") }
+        tick()
+      }
+    } onGracefulShutdown: { [waiter] in
+      waiter.interrupt()
+    }
+    finish()
+  }
+
+  private func tick() {
+    do {
+      let report = try controller.tick()
+      try metrics?.write(report, state: controller.state)
+      if failing {
+        logger.notice("reading recovered")
+        failing = false
+      }
+    } catch {
+      // Keep governing: the next tick may read again (a file can vanish for
+      // a moment while a device goes). Logged once until it recovers.
+      if !failing { logger.error("tick failed", metadata: ["error": "\(error)"]) }
+      failing = true
+    }
+  }
+
+  private func finish() {
+    let held = controller.heldBalloons
+    switch onExit {
+    case .hold:
+      if !held.isEmpty {
+        logger.notice(
+          "stopping; balloons stay released and the next run resumes the hold",
+          metadata: ["held": "\(held.map(\.name))"])
+      }
+    case .readmit:
+      for (decision, error) in controller.readmitAll() {
+        if let error {
+          logger.error("re-admit at exit failed", metadata: ["balloon": "\(decision.balloon)", "error": "\(error)"])
+        } else {
+          logger.notice("re-admitted at exit", metadata: ["balloon": "\(decision.balloon)"])
+        }
+      }
+    }
+    logger.notice("balloonctl run stopped")
+  }
+
+  private func wait() async -> WakeReasons {
+    await withCheckedContinuation { continuation in
+      queue.async { [waiter, intervalMilliseconds] in
+        continuation.resume(returning: waiter.wait(timeoutMilliseconds: intervalMilliseconds))
+      }
+    }
+  }
+}
