@@ -43,7 +43,7 @@ import weakref
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
-from qemu.qmp import QMPClient
+from qemu.qmp import ExecInterruptedError, ExecuteError, QMPClient, StateError
 
 MiB = 1 << 20
 PAGE = 4096
@@ -153,6 +153,10 @@ class QMP:
         except TimeoutError:  # concurrent.futures.TimeoutError is TimeoutError on 3.11
             fut.cancel()
             raise GuestTimeout(f"QMP call timed out after {timeout:.1f}s")
+        except ExecuteError as e:  # QEMU answered with an error
+            raise GuestError(f"QMP error: {e}") from e
+        except (ExecInterruptedError, StateError, EOFError, ConnectionError) as e:
+            raise GuestDied(f"QMP connection lost (QEMU exited?): {e!r}") from e
 
     def connect(self, path: str, timeout: float, alive: Callable[[], bool]) -> None:
         deadline = time.monotonic() + timeout
@@ -505,6 +509,7 @@ class Guest:
         self._reader: Optional[threading.Thread] = None
         self._watchdog: Optional[threading.Timer] = None
         self.killed_reason: Optional[str] = None
+        self._closed = False
         self.qmp: Optional[QMP] = None
         self.chan: Optional[CommandChannel] = None
         self.boot_s: Optional[float] = None
@@ -636,7 +641,10 @@ class Guest:
             pass
 
     def close(self) -> None:
-        """Ends QEMU (QMP quit, then SIGKILL) and releases everything."""
+        """Ends QEMU (QMP quit, then SIGKILL) and releases everything. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
         if self._watchdog is not None:
             self._watchdog.cancel()
         p = self.proc

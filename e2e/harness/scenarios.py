@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
-from .guest import MiB, PAGE, Guest, GuestConfig, GuestError, Kernel
+from .guest import MiB, PAGE, Guest, GuestConfig, GuestDied, GuestError, Kernel
 
 NOT_IMPLEMENTED = "not implemented"
 
@@ -441,16 +441,47 @@ def _first_oom(g: Guest, oom0: int, t_req: float) -> dict[str, Any]:
     return {"first_oom_after_request_s": None, "balloon_before_first_oom_bytes": None}
 
 
+def _console_oom(g: Guest) -> dict[str, Any]:
+    """OOM evidence from the console, for when the guest is gone (panic)."""
+    kills = g.console_lines(r"Out of memory: Killed process|Memory cgroup out of memory: Killed process")
+    panic = g.console_lines(r"Kernel panic")
+    return {"oom_kills": len(kills),
+            "oom_victims": [re.search(r"\(([^)]+)\)", ln.text).group(1) for ln in kills
+                            if re.search(r"\(([^)]+)\)", ln.text)],
+            "guest_panic": panic[0].text.split("]", 1)[-1].strip() if panic else None}
+
+
 def _kb_without(ctx: Context) -> dict:
-    """Reproduces KB 340369 with no balloonctl: the guest hits OOM."""
+    """Reproduces KB 340369 with no balloonctl: the guest hits OOM (or, when
+    nothing killable is left, panics: "System is deadlocked on memory")."""
     sz = _kb_sizes(ctx, 1024)
-    res: dict[str, Any] = {"lock_mib": sz["lock_mib"], "balloon_target_bytes": sz["balloon_bytes"]}
-    with ctx.guest("kb_failure-without", mem_mib=1024, deflate_on_oom=False, swap_mib=0) as g:
+    res: dict[str, Any] = {"lock_mib": sz["lock_mib"], "balloon_target_bytes": sz["balloon_bytes"],
+                           "guest_panic": None}
+    g = ctx.guest("kb_failure-without", mem_mib=1024, deflate_on_oom=False, swap_mib=0)
+    keep: dict[str, Any] = {}
+    try:
+        _kb_without_run(g, sz, res, keep)
+    except GuestError as e:
+        if not (isinstance(e, GuestDied) or g.console_lines(r"Kernel panic")):
+            raise
+        # The guest died of it (panic=-1 ends QEMU): count from its console.
+        res.update(_console_oom(g))
+        res["error"] = f"{type(e).__name__}: {e}"
+        res.setdefault("workload_completed", False)
+        if "sampler" in keep and "t_req" in keep:
+            res["max_balloon_bytes"] = keep["sampler"].max_balloon(since=keep["t_req"])
+    res["reproduced"] = res["oom_kills"] > 0 or not res["workload_completed"] or res["guest_panic"] is not None
+    return res
+
+
+def _kb_without_run(g: Guest, sz: dict[str, int], res: dict[str, Any], keep: dict[str, Any]) -> None:
+    with g:
         res["boot_s"] = round(g.boot(), 2)
         res.update(_kb_prepare(g, sz["lock_mib"]))
         oom0 = g.vmstat().get("oom_kill", 0)
         with g.sampler(0.05) as s:
-            t_req = g.set_balloon_size(sz["balloon_bytes"])
+            keep["sampler"] = s
+            t_req = keep["t_req"] = g.set_balloon_size(sz["balloon_bytes"])
             settle_s, actual = g.wait_settled(timeout=60, quiet=3)
             res["balloon_settle_s"] = round(settle_s, 2)
             res["balloon_reached_bytes"] = g.ram_bytes - actual
@@ -471,8 +502,6 @@ def _kb_without(ctx: Context) -> dict:
         res["samples"] = len(s.samples)
         s.write_csv(os.path.join(g.logdir, "balloon-samples.csv"))
         g.balloon(g.ram_bytes)
-    res["reproduced"] = res["oom_kills"] > 0 or not res["workload_completed"]
-    return res
 
 
 @scenario("kb_failure", needs_daemon=True)
