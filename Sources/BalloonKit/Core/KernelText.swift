@@ -25,8 +25,10 @@ public enum KernelText {
     return .value(value)
   }
 
-  /// Strict hexadecimal with a `0x` prefix (sysfs `device`, `status`, `vendor`).
+  /// Strict hexadecimal with a `0x` prefix (sysfs `device`, `status`, `vendor`),
+  /// or a bare `0`: printf's `%#x` prints zero without the prefix.
   public static func hexadecimal(_ text: String) -> UInt64? {
+    if text == "0" { return 0 }
     var body = Substring(text)
     guard body.hasPrefix("0x") || body.hasPrefix("0X") else { return nil }
     body = body.dropFirst(2)
@@ -117,7 +119,8 @@ public enum KernelText {
   /// Parses a whole small file holding one unsigned decimal (a sysfs attribute
   /// such as `target_kb`), with an optional trailing newline.
   public static func singleDecimal(_ bytes: [UInt8], path: String) throws(SourceError) -> UInt64 {
-    try bytes.withUnsafeBufferPointer { buffer throws(SourceError) in
+    if bytes.contains(0) { throw .malformed(path, "NUL byte in text") }
+    return try bytes.withUnsafeBufferPointer { buffer throws(SourceError) in
       var end = buffer.count
       if end > 0, buffer[end - 1] == 0x0a { end -= 1 }
       let range = trimmed(buffer, 0..<end)

@@ -17,7 +17,7 @@ public struct Meminfo: Sendable, Equatable {
   public var kernelStack: UInt64?
   public var pageTables: UInt64?
   public var secPageTables: UInt64?  // ≥ 6.0
-  public var percpu: UInt64?  // ≥ 4.6
+  public var percpu: UInt64?  // ≥ 4.16
   public var balloon: UInt64?  // "Balloon:", ≥ 6.15
   /// `HugePages_Total`: a count of default-size huge pages, not bytes.
   public var hugePagesTotal: UInt64?

@@ -5,10 +5,10 @@ import SystemPackage
 /// only from the device's config space, through an optional probe.
 public enum VirtioBalloonReader {
   public static let notProbedReason =
-    "not probed (--probe-target reads it from the device's PCI config window)"
-  public static let notPCIReason = "not a PCI device (no config-space access for this transport)"
+    "not probed; --probe-target reads it from the device's PCI config window"
+  public static let notPCIReason = "not a PCI device: no config-space access for this transport"
   public static let noCounterReason =
-    "no balloon counter (no nr_balloon_pages, Balloon: or balloon_inflate/balloon_deflate)"
+    "no balloon counter: no nr_balloon_pages, Balloon: or balloon_inflate/balloon_deflate"
 
   /// The balloon's size from the kernel's counters, best first:
   /// `nr_balloon_pages` (≥ 6.15), `Balloon:` (≥ 6.15), then the

@@ -56,11 +56,9 @@ public enum VmwBalloonReader {
             frames, unit: frameSize, key: name, path: path, line: number)
           if isTarget { target = size } else { current = size }
         } else if capabilities == nil, KernelText.equals(buffer, key, "used capabilities") {
-          // "%#16lx": "0x3e", but plain "0" for zero (the # flag adds no 0x to 0).
+          // "%#16lx": "0x3e", or plain "0" for zero (hexadecimal accepts both).
           let text = KernelText.string(buffer, value)
-          if text == "0" {
-            capabilities = 0
-          } else if let parsed = KernelText.hexadecimal(text) {
+          if let parsed = KernelText.hexadecimal(text) {
             capabilities = parsed
           } else {
             throw .malformed(
