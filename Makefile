@@ -10,15 +10,21 @@ SWIFT      ?= swift
 PREFIX     ?= /usr/local
 DESTDIR    ?=
 BINDIR     ?= $(PREFIX)/sbin
-UDEVDIR    ?= $(PREFIX)/lib/udev/rules.d
-UNITDIR    ?= $(PREFIX)/lib/systemd/system
 SYSCONFDIR ?= /etc
+# udev and systemd look in fixed places, whatever PREFIX is. udev reads rules
+# only from /etc/udev/rules.d, /run/udev/rules.d and /usr/lib/udev/rules.d
+# (there is no /usr/local one). systemd reads units from /etc/systemd/system,
+# /usr/local/lib/systemd/system and /usr/lib/systemd/system. So: PREFIX=/usr
+# uses the vendor directories; /usr/local puts the unit in its own directory
+# and the rule in /etc; any other PREFIX puts both in /etc.
+UNITDIR    ?= $(if $(filter /usr /usr/local,$(PREFIX)),$(PREFIX)/lib/systemd/system,/etc/systemd/system)
+UDEVDIR    ?= $(if $(filter /usr,$(PREFIX)),/usr/lib/udev/rules.d,/etc/udev/rules.d)
 # Release builds link the Swift runtime statically: the daemon runs on guests
 # that are short of memory, and this saves ~3 MiB of resident code pages.
 RELEASE_FLAGS ?= -c release --static-swift-stdlib
 RELEASE_BIN = .build/release/balloonctl
 
-.PHONY: all deps build run test unit-test e2e bench install uninstall format clean
+.PHONY: all deps build run test unit-test e2e bench install uninstall test-install format clean
 
 all: build
 
@@ -44,12 +50,34 @@ e2e:
 bench:
 	bench/run
 
+# The unit gets the real paths (@BINDIR@, @SYSCONFDIR@). The settings file is
+# installed only if there is none, so an admin's settings are never replaced.
+# Nothing is started or reloaded: the hints say what to run.
 install: build
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(UDEVDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSCONFDIR)/default
 	install -m 0755 $(RELEASE_BIN) $(DESTDIR)$(BINDIR)/balloonctl
+	install -m 0644 udev/60-balloonctl.rules $(DESTDIR)$(UDEVDIR)/60-balloonctl.rules
+	sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' udev/balloonctl.service > $(DESTDIR)$(UNITDIR)/balloonctl.service.tmp
+	install -m 0644 $(DESTDIR)$(UNITDIR)/balloonctl.service.tmp $(DESTDIR)$(UNITDIR)/balloonctl.service
+	rm -f $(DESTDIR)$(UNITDIR)/balloonctl.service.tmp
+	@if [ -e $(DESTDIR)$(SYSCONFDIR)/default/balloonctl ]; then \
+		echo "install: kept the existing $(DESTDIR)$(SYSCONFDIR)/default/balloonctl (the example is udev/balloonctl.default)"; \
+	else \
+		echo "install -m 0644 udev/balloonctl.default $(DESTDIR)$(SYSCONFDIR)/default/balloonctl"; \
+		install -m 0644 udev/balloonctl.default $(DESTDIR)$(SYSCONFDIR)/default/balloonctl; \
+	fi
+	@echo "install: done. Settings: $(SYSCONFDIR)/default/balloonctl (the shipped example sets BALLOONCTL_MODE=enforce)."
+	@echo "install: to start it: systemctl daemon-reload && udevadm control --reload && systemctl enable --now balloonctl.service"
 
 uninstall:
-	rm -f $(DESTDIR)$(BINDIR)/balloonctl
+	rm -f $(DESTDIR)$(BINDIR)/balloonctl $(DESTDIR)$(UNITDIR)/balloonctl.service $(DESTDIR)$(UDEVDIR)/60-balloonctl.rules
+	@echo "uninstall: kept $(DESTDIR)$(SYSCONFDIR)/default/balloonctl (your settings); delete it by hand if you no longer want it"
+	@echo "uninstall: if the service was enabled, first run: systemctl disable --now balloonctl.service; then systemctl daemon-reload && udevadm control --reload"
+
+# Installs into temporary DESTDIRs and checks every path, mode and the unit.
+# BALLOONCTL_BIN=<binary> skips the release build.
+test-install:
+	scripts/test-install.sh
 
 format:
 	$(SWIFT) format -i -r Sources Tests Package.swift
