@@ -14,15 +14,17 @@ struct Balloonctl: AsyncParsableCommand {
       under (VMware KB 340369's formula, live) and shows the host-side setting that enforces it.
 
       Examples:
-        balloonctl status                 what balloon, how big, how much is pinned, the limit
-        balloonctl status --json          the same, for scripts
-        balloonctl limit --explain        the formula with this guest's numbers
-        balloonctl status --root /snap    analyse a captured /proc + /sys tree
+        balloonctl status               the balloon, its sizes, pinned memory, the limit
+        balloonctl status --json        the same, for scripts
+        balloonctl limit --explain      the formula with this guest's numbers
+        balloonctl run --mode report    the daemon, acting on nothing
+        balloonctl status --root /snap  a captured /proc + /sys tree
 
       Exit status:
         0   the state was read (whether or not the balloon is over the limit)
-        1   a kernel file could not be read or is malformed (the error names it)
-        64  invalid command line
+        1   a kernel file, the config or the state could not be read (the
+            one-line error names it), or another `run` holds the lock
+        64  invalid command line or settings
       """,
     version: BalloonctlVersion.string,
     subcommands: [StatusCommand.self, LimitCommand.self, RunCommand.self],

@@ -12,24 +12,28 @@ public struct ControllerConfig: Sendable {
   public var policy: PolicyConfig
   public var intervalSeconds: Double
   /// The longest Σ VmPin may go unrefreshed. Processes are re-scanned at once
-  /// whenever the global FOLL_PIN count moves (RDMA, io_uring and vfio pins
-  /// all move it), so this is only a backstop; a scan of every
-  /// /proc/<pid>/status is the one expensive read of a tick.
+  /// whenever the global FOLL_PIN count moves (RDMA, io_uring and iommufd
+  /// pins all move it), so this is only a backstop for the rare pinned_vm
+  /// users outside FOLL_PIN (perf ring buffers). A scan of every
+  /// /proc/<pid>/status is the one expensive read (~1 ms per 100 processes);
+  /// kernels without the counters (< 5.7) use `processScanSecondsWithoutCounters`.
   public var processScanSeconds: Double
+  public var processScanSecondsWithoutCounters: Double
   /// Re-run discovery at least this often even without udev events (for
-  /// guests where no uevents reach us).
+  /// guests where no uevents reach us). udev events trigger it at once.
   public var rediscoverSeconds: Double
 
   public init(
     mode: ControlMode, fraction: Double = BalloonLimit.defaultFraction,
-    policy: PolicyConfig = .default, intervalSeconds: Double = 1, processScanSeconds: Double = 60,
-    rediscoverSeconds: Double = 60
+    policy: PolicyConfig = .default, intervalSeconds: Double = 1, processScanSeconds: Double = 600,
+    processScanSecondsWithoutCounters: Double = 30, rediscoverSeconds: Double = 300
   ) {
     self.mode = mode
     self.fraction = fraction
     self.policy = policy
     self.intervalSeconds = intervalSeconds
     self.processScanSeconds = processScanSeconds
+    self.processScanSecondsWithoutCounters = processScanSecondsWithoutCounters
     self.rediscoverSeconds = rediscoverSeconds
   }
 }
@@ -378,7 +382,9 @@ public final class Controller {
       outstanding = acquired > released ? acquired - released : 0
     }
     let moved = outstanding != lastFollOutstanding
-    guard vmPinSum == nil || moved || now - lastProcessScan >= config.processScanSeconds else { return }
+    let backstop =
+      outstanding == nil ? config.processScanSecondsWithoutCounters : config.processScanSeconds
+    guard vmPinSum == nil || moved || now - lastProcessScan >= backstop else { return }
     do {
       vmPinSum = try ProcessStatusReader.scan(root: root).reduce(0) { $0 +| $1.pinnedBytes }
       lastProcessScan = now

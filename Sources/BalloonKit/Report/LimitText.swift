@@ -40,15 +40,15 @@ public struct LimitText {
       limit.guestBytes == snapshot.meminfo.memTotal
       ? "MemTotal"
       : "MemTotal \(h(snapshot.meminfo.memTotal)) + ballooned pages the driver took out of it"
-    lines.append("    guest        \(col(h(limit.guestBytes)))\(guestSource)")
-    lines.append("  − pinned       \(col(h(pinned.totalBytes)))hugetlb + locked + dma + kernel + unswappable")
+    lines.append(row("  ", "guest", h(limit.guestBytes), guestSource))
+    lines.append(row("− ", "pinned", h(pinned.totalBytes), "hugetlb + locked + dma + kernel + unswappable"))
     if explain {
       lines += explainPinned()
     }
-    lines.append("  = reclaimable  \(col(h(limit.reclaimableBytes)))what the balloon could take at all")
+    lines.append(row("= ", "reclaimable", h(limit.reclaimableBytes), "what the balloon could take at all"))
     lines.append(
-      "  × fraction     \(col(ByteFormat.fraction(limit.fraction)))VMware's default balloon cap (--fraction)")
-    lines.append("  = \(h(limit.fractionBytes))")
+      row("× ", "fraction", ByteFormat.fraction(limit.fraction), "VMware's default balloon cap (--fraction)"))
+    lines.append(row("= ", "", h(limit.fractionBytes), "\(limit.fractionBytes) bytes"))
     switch swapCheck {
     case .sufficient:
       lines.append("    swap \(h(snapshot.meminfo.swapTotal)) is at least that, so swap does not lower it")
@@ -93,7 +93,11 @@ public struct LimitText {
     return lines.joined(separator: "\n")
   }
 
-  func col(_ text: String) -> String { ByteFormat.padded(text, 12) }
+  /// `  − pinned       2.0 GiB     why`: sign, label, value, note in fixed columns.
+  func row(_ sign: String, _ label: String, _ value: String, _ note: String, nested: Bool = false) -> String {
+    let head = "  " + sign + (nested ? "  " : "") + label
+    return ByteFormat.padded(head, 19) + ByteFormat.padded(value, 12) + note
+  }
 
   func opt(_ bytes: UInt64?) -> String { ByteFormat.human(bytes, unknown: "absent") }
 
@@ -102,18 +106,20 @@ public struct LimitText {
     let m = snapshot.meminfo
     let h = ByteFormat.human
     var lines: [String] = []
-    lines.append("      hugetlb     \(col(h(p.hugetlbBytes)))\(p.hugetlbSource): huge pages are never swapped or ballooned")
     lines.append(
-      "      locked      \(col(h(p.lockedBytes)))max(Mlocked \(opt(m.mlocked)), Unevictable \(opt(m.unevictable)))")
+      row("  ", "hugetlb", h(p.hugetlbBytes), "\(p.hugetlbSource): huge pages are never swapped or ballooned", nested: true))
+    lines.append(
+      row("  ", "locked", h(p.lockedBytes), "max(Mlocked \(opt(m.mlocked)), Unevictable \(opt(m.unevictable)))", nested: true))
     let pins = "Σ VmPin \(p.vmPinSumBytes.map(h) ?? "not scanned"), FOLL_PIN refs × 4 KiB \(p.follPinOutstandingBytes.map(h) ?? "n/a")"
-    lines.append("      dma         \(col(h(p.dmaPinnedBytes)))max(\(pins))")
+    lines.append(row("  ", "dma", h(p.dmaPinnedBytes), "max(\(pins))", nested: true))
     lines.append(
-      "      kernel      \(col(h(p.kernelBytes)))SUnreclaim + KernelStack + PageTables + SecPageTables + Percpu")
+      row("  ", "kernel", h(p.kernelBytes), "SUnreclaim + KernelStack + PageTables + SecPageTables + Percpu", nested: true))
     if m.swapTotal == 0 {
       lines.append(
-        "      unswappable \(col(h(p.unswappableBytes)))no swap: AnonPages \(opt(m.anonPages)) + Shmem \(opt(m.shmem)) − locked")
+        row("  ", "unswappable", h(p.unswappableBytes), "no swap: AnonPages \(opt(m.anonPages)) + Shmem \(opt(m.shmem)) − locked", nested: true))
     } else {
-      lines.append("      unswappable \(col(h(p.unswappableBytes)))swap exists, so anonymous memory can leave RAM")
+      lines.append(
+        row("  ", "unswappable", h(p.unswappableBytes), "swap exists, so anonymous memory can leave RAM", nested: true))
     }
     return lines
   }
