@@ -75,24 +75,43 @@ def describe(name: str, r: dict) -> str:
                         f"first OOM {w.get('first_oom_after_request_s')}s after the request at balloon "
                         f"{fmt_mib(w.get('balloon_before_first_oom_bytes'))}, "
                         f"workload {w.get('workload_mib')} MiB {wl}, victims {w.get('oom_victims')}")
+        wi = r.get("with") or {}
         bits.append(f"with: max balloon {fmt_mib(r.get('max_actual_bytes'))} vs limit {fmt_mib(r.get('limit_bytes'))}, "
-                    f"over limit {fmt_ms(r.get('over_limit_ms'))}, reaction {fmt_ms(r.get('reaction_ms'))}, "
-                    f"interval {fmt_ms(r.get('interval_ms'))}")
+                    f"over limit {fmt_ms(r.get('over_limit_ms'))}, reaction {fmt_ms(r.get('reaction_ms'))} "
+                    f"(balloon back at 0 after {fmt_ms(wi.get('release_complete_ms'))}), "
+                    f"interval {fmt_ms(r.get('interval_ms'))}, workload "
+                    f"{'completed' if wi.get('workload_completed') else 'n/a' if not wi else 'FAILED'}")
     elif name == "hold_readmit":
-        bits.append(f"release {fmt_ms(r.get('release_ms'))}, readmit {fmt_ms(r.get('readmit_ms'))}")
+        bits.append(f"release {fmt_ms(r.get('release_ms'))} (balloon at 0 after {fmt_ms(r.get('release_complete_ms'))}), "
+                    f"readmit {fmt_ms(r.get('readmit_ms'))} (target reached after {fmt_ms(r.get('readmit_full_ms'))}), "
+                    f"interval {fmt_ms(r.get('interval_ms'))}, limit {fmt_mib(r.get('limit_bytes'))}")
         pre = r.get("precheck")
         if pre:
             bits.append(f"machinery (manual unbind/bind): release {fmt_ms(pre.get('manual_release_ms'))}, "
                         f"re-admit start {fmt_ms(pre.get('manual_readmit_start_ms'))}, "
                         f"full {fmt_ms(pre.get('manual_readmit_full_ms'))}")
+    elif name == "crash_safety" and "releases_after" in r:
+        bits.append(f"hold resumed={r.get('held_after_restart')}, releases {r.get('releases_before')} -> "
+                    f"{r.get('releases_after')}, balloon after restart {fmt_mib(r.get('max_balloon_after_restart'))}, "
+                    f"re-admitted={r.get('bound_after_readmit')}")
+    elif name == "report_mode" and "bound" in r:
+        bits.append(f"bound={r.get('bound')}, balloon {fmt_mib(r.get('balloon_bytes'))}, "
+                    f"logged: {(r.get('would_lines') or ['-'])[0].split('] ')[-1]}")
+    elif name == "hotplug" and "alive_after_add" in r:
+        bits.append(f"device_del {r.get('device_del_s')}s, re-bound after {r.get('bound_after_add_s')}s, daemon alive "
+                    f"{r.get('alive_after_del')}/{r.get('alive_after_add')}, new device held={r.get('held_new_device')}")
     elif name == "hotplug" and r.get("precheck"):
         p = r["precheck"]
         bits.append(f"machinery: device_del {p.get('device_del_s')}s, rebound {p.get('guest_bound_after_add')} "
                     f"after {p.get('bound_after_add_s')}s, re-inflate {p.get('reinflate_s')}s")
     elif name == "deflate_on_oom" and r.get("on"):
-        bits.append(f"kernel half: MemTotal drop on={r['on'].get('memtotal_drop_kb')} kB, "
-                    f"off={r.get('off', {}).get('memtotal_drop_kb')} kB "
+        on, off = r["on"], r.get("off", {})
+        bits.append(f"MemTotal drop on={on.get('memtotal_drop_kb')} kB, off={off.get('memtotal_drop_kb')} kB "
                     f"({'ok' if r.get('precheck', {}).get('passed') else 'WRONG'})")
+        if "status_guest_bytes_inflated" in on:
+            bits.append(f"balloonctl guest size on {fmt_mib(on.get('status_guest_bytes_deflated'))} -> "
+                        f"{fmt_mib(on.get('status_guest_bytes_inflated'))}, off "
+                        f"{fmt_mib(off.get('status_guest_bytes_deflated'))} -> {fmt_mib(off.get('status_guest_bytes_inflated'))}")
     elif name == "status" and r.get("points"):
         bits.append(", ".join(f"{p['target_bytes'] // MiB} MiB: current={p.get('current_bytes')} "
                               f"target={p.get('target_bytes')}" for p in r["points"]))

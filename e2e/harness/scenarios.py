@@ -4,11 +4,13 @@ A scenario is a function ``f(ctx) -> dict`` registered with ``@scenario``; the
 dict has at least ``passed`` (bool) and, when it failed, ``reason``. Raising
 is fine too: the runner turns an exception into ``passed: false``.
 
-Scenarios that need the daemon (``balloonctl run``), which does not exist yet,
-have their guest setup and host-side measurement machinery here and return
-``{"passed": false, "reason": "not implemented"}`` for the daemon half; each
-one's docstring says exactly what remains. The runner fills the result keys
-that the results JSON promises (see ``RESULT_KEYS``) with null when missing.
+Scenarios that need balloonctl check what the staged binary offers (asked in
+the guest: ``status --help``, ``run --help``). When the build has no daemon
+(or no binary at all) they run only what needs none (kb_failure's
+without-balloonctl half, the manual unbind/bind and hotplug machinery checks,
+the kernel's MemTotal behaviour) and return ``{"passed": false, "reason":
+"not implemented"}``. The runner fills the result keys that the results JSON
+promises (see ``RESULT_KEYS``) with null when missing.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
-from .guest import MiB, PAGE, Guest, GuestConfig, GuestDied, GuestError, Kernel
+from .guest import MiB, PAGE, Guest, GuestConfig, GuestDied, GuestError, GuestTimeout, Kernel
 
 NOT_IMPLEMENTED = "not implemented"
 
@@ -187,15 +189,66 @@ def state_hold(state: Optional[dict], kind: str = "virtio") -> Optional[dict]:
     return None
 
 
-def clock_offset(g: Guest) -> float:
-    """host_time - guest_uptime (seconds): maps guest CLOCK_BOOTTIME instants
-    (state.json's *_boottime) onto the harness clock (Guest.now()). Under TCG
-    the guest clock follows the host's; the command round trip (~20-50 ms) is
-    halved out."""
-    t0 = g.now()
-    out = g.check("cat /proc/uptime")
-    t1 = g.now()
-    return (t0 + t1) / 2 - float(out.split()[0])
+def clock_offset(g: Guest, tries: int = 5) -> tuple[float, float]:
+    """(host_time - guest_uptime, round trip) in seconds: maps guest
+    CLOCK_BOOTTIME instants (state.json's *_boottime) onto the harness clock
+    (Guest.now()). Under TCG the guest clock follows the host's. The reading
+    with the shortest command round trip is kept; the error is at most half
+    of that round trip."""
+    best: Optional[tuple[float, float]] = None
+    for _ in range(tries):
+        t0 = g.now()
+        out = g.check("cat /proc/uptime")
+        t1 = g.now()
+        cand = ((t0 + t1) / 2 - float(out.split()[0]), t1 - t0)
+        if best is None or cand[1] < best[1]:
+            best = cand
+    assert best is not None
+    return best
+
+
+def wait_state(g: Guest, pred: Callable[[dict], bool], timeout: float, period: float = 0.1) -> dict:
+    """Polls /run/balloonctl/state.json until pred(state); returns that state."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while True:
+        st = read_state(g)
+        if st is not None:
+            last = st
+            if pred(st):
+                return st
+        if time.monotonic() >= deadline:
+            raise GuestTimeout(f"state.json: condition not met within {timeout}s (last: {json.dumps(last)[:600]})")
+        time.sleep(period)
+
+
+def is_held(st: dict) -> bool:
+    return bool((state_hold(st) or {}).get("held"))
+
+
+def start_and_wait_daemon(g: Guest, interval: float = 0.2, mode: str = "enforce",
+                          timeout: float = 60.0, **kw: Any) -> tuple[int, dict]:
+    """start_daemon, then wait until its state.json (its pid, a limit) exists."""
+    pid = start_daemon(g, interval=interval, mode=mode, **kw)
+    try:
+        st = wait_state(g, lambda st: st.get("pid") == pid and st.get("limit_bytes") is not None
+                        and state_hold(st) is not None, timeout)
+    except GuestTimeout as e:
+        raise GuestError(f"balloonctl run did not come up: {e}\nlog:\n{daemon_log(g)[-1500:]}") from e
+    return pid, st
+
+
+def log_lines(g: Guest) -> list[str]:
+    return [ln for ln in daemon_log(g).splitlines() if ln.strip()]
+
+
+def page_align(b: float) -> int:
+    return int(b) // PAGE * PAGE
+
+
+# Timing tolerance added to every "within N intervals" assertion: the sampler
+# period (50 ms), the host<->guest clock mapping and QMP/TCG latency.
+TOL_MS = 150
 
 
 # --------------------------------------------------------------------------
@@ -504,47 +557,110 @@ def _kb_without_run(g: Guest, sz: dict[str, int], res: dict[str, Any], keep: dic
         g.balloon(g.ram_bytes)
 
 
+def _kb_with(ctx: Context) -> dict:
+    """The same guest and host request with `balloonctl run --mode enforce`."""
+    sz = _kb_sizes(ctx, 1024)
+    interval = float(ctx.opts.get("interval", 0.2))
+    res: dict[str, Any] = {"lock_mib": sz["lock_mib"], "balloon_target_bytes": sz["balloon_bytes"]}
+    with ctx.guest("kb_failure-with", mem_mib=1024, deflate_on_oom=False, swap_mib=0) as g:
+        res["boot_s"] = round(g.boot(), 2)
+        res.update(_kb_prepare(g, sz["lock_mib"]))
+        pid, st = start_and_wait_daemon(g, interval=interval)
+        res["interval_ms"] = st.get("interval_ms")
+        off, rtt = clock_offset(g)
+        res["clock_offset_rtt_ms"] = ms(rtt)
+        oom0 = g.vmstat().get("oom_kill", 0)
+        with g.sampler(0.05) as s:
+            limit_at_request = read_state(g)["limit_bytes"]
+            t_req = g.set_balloon_size(sz["balloon_bytes"])
+            st = wait_state(g, is_held, timeout=30)
+            hold = state_hold(st) or {}
+            t_hold = float(hold["since_boottime"]) + off
+            res["hold_reason"] = hold.get("reason")
+            res["limit_bytes"] = st.get("limit_bytes")
+            res["limit_at_request_bytes"] = limit_at_request
+            g.wait_actual(lambda a: a == g.ram_bytes, timeout=30)
+            time.sleep(0.3)
+            res["driver_bound_while_held"] = driver_bound(g)
+            res.update(_kb_workload(g, sz["workload_mib"]))
+            time.sleep(1)
+        res["oom_kills"] = g.vmstat().get("oom_kill", 0) - oom0
+        res["oom_victims"] = _oom_victims(g)
+        res["memlock_survived"] = process_alive(g, res["memlock_pid"])
+        res["daemon_alive"] = process_alive(g, pid)
+        res["daemon_log_tail"] = log_lines(g)[-8:]
+        s.write_csv(os.path.join(g.logdir, "balloon-samples.csv"))
+    limit = res["limit_bytes"]
+    res["reaction_ms"] = ms(t_hold - t_req)
+    res["max_actual_bytes"] = s.max_balloon(since=t_req)
+    res["over_limit_ms"] = ms(s.time_above(limit, since=t_req))
+    t_cross = s.first_time(lambda b: b > limit, since=t_req)
+    t_back = s.first_time(lambda b: b <= limit, since=max(t_hold, t_cross or t_hold))
+    res["deflate_ms"] = ms(t_back - t_hold) if (t_cross is not None and t_back is not None) else 0
+    # Sampler-side cross-check: the balloon back at 0 after its peak.
+    series = s.balloon_series(since=t_req)
+    t_peak = max(series, key=lambda x: x[1])[0] if series else t_req
+    t_zero = s.first_time(lambda b: b == 0, since=t_peak)
+    res["release_complete_ms"] = ms(t_zero - t_req) if t_zero is not None else None
+    bound = (res["interval_ms"] or 0) + res["deflate_ms"] + TOL_MS
+    problems = []
+    if res["oom_kills"]:
+        problems.append(f"{res['oom_kills']} OOM kill(s) with balloonctl ({res['oom_victims']})")
+    if not res["workload_completed"]:
+        problems.append(f"workload failed (rc={res['workload_rc']})")
+    if res["over_limit_ms"] > bound:
+        problems.append(f"balloon above the limit for {res['over_limit_ms']} ms > interval + deflate + {TOL_MS} ms = {bound} ms")
+    if res["driver_bound_while_held"]:
+        problems.append("virtio_balloon still bound while held")
+    if not res["daemon_alive"]:
+        problems.append("the daemon died")
+    res["passed"] = not problems
+    if problems:
+        res["reason"] = "; ".join(problems)
+    return res
+
+
 @scenario("kb_failure", needs_daemon=True)
 def kb_failure(ctx: Context) -> dict:
     """KB 340369, then the fix: 1 GiB guest, swap off, deflate-on-oom off, 50 % of
-    memory mlock'ed, the host asks for a balloon of 65 % of guest memory, then a
-    workload needs memory. Without balloonctl the guest OOMs; with `balloonctl
-    run` it must not, and the balloon may exceed the limit for at most one
-    interval plus the deflate time.
-
-    TODO (with half, needs `balloonctl run`): boot the same guest; memlock;
-    `start_daemon(g, interval=0.2)`; wait until read_state() shows the daemon
-    running and take its `limit_bytes`; start the Sampler; t_req =
-    set_balloon_size(65 %); wait for the hold (state_hold(...)["held"], or
-    driver_bound() false) -> reaction_ms = since_boottime + clock_offset(g)
-    - t_req (cross-check with the sampler's first balloon==0 after t_req);
-    interval_ms from state.json; over_limit_ms = sampler.time_above(limit_bytes, since=t_req);
-    max_actual_bytes = sampler.max_balloon(since=t_req); run the workload;
-    oom_kills_with = oom_kill delta. Pass if oom_kills_with == 0, the workload
-    completed, and over_limit_ms <= interval_ms + the deflate time measured by
-    smoke (unbind deflates synchronously, 0.14-0.26 s per the reference).
+    memory mlock'ed (memlock), the host asks for a balloon of 65 % of guest
+    memory, then a workload (memhog) needs memory. Without balloonctl the guest
+    OOMs (oom_kill rises, the workload fails, or the guest panics); with
+    `balloonctl run --interval 0.2 --mode enforce` it must not, and the
+    balloon may exceed the daemon's limit for at most one interval plus the
+    deflate time (+ TOL_MS). reaction_ms: from the host's QMP request to the
+    hold (state.json since_boottime mapped onto the host clock).
     """
     without = _kb_without(ctx)
     missing = ctx.daemon_missing()
-    with_half = todo("with half: balloonctl run") if missing is None else \
-        {"passed": False, "reason": NOT_IMPLEMENTED, "detail": missing}
+    if missing is None:
+        try:
+            with_half = _kb_with(ctx)
+        except Exception as e:  # noqa: BLE001 - reported as the half's failure
+            with_half = {"passed": False, "reason": f"{type(e).__name__}: {e}"}
+    else:
+        with_half = {"passed": False, "reason": NOT_IMPLEMENTED, "detail": missing}
     res = {
         "oom_kills_without": without["oom_kills"],
-        "oom_kills_with": None,
-        "max_actual_bytes": None,     # the with-half's max observed balloon size (bytes)
-        "limit_bytes": None,
-        "over_limit_ms": None,
-        "interval_ms": None,
-        "reaction_ms": None,
+        "oom_kills_with": with_half.get("oom_kills"),
+        "max_actual_bytes": with_half.get("max_actual_bytes"),   # max balloon size seen (bytes)
+        "limit_bytes": with_half.get("limit_bytes"),
+        "over_limit_ms": with_half.get("over_limit_ms"),
+        "interval_ms": with_half.get("interval_ms"),
+        "reaction_ms": with_half.get("reaction_ms"),
         "without": without,
         "with": with_half,
-        "passed": False,
     }
+    problems = []
     if not without["reproduced"]:
-        res["reason"] = "the without-balloonctl half did not reproduce the OOM"
-    else:
-        res["reason"] = NOT_IMPLEMENTED
-        res["detail"] = "without half reproduced the OOM; with half (balloonctl run) not implemented"
+        problems.append("the without-balloonctl half did not reproduce the OOM")
+    if not with_half.get("passed"):
+        if with_half.get("reason") == NOT_IMPLEMENTED and without["reproduced"]:
+            return {**res, "passed": False, "reason": NOT_IMPLEMENTED, "detail": missing}
+        problems.append("with balloonctl: " + str(with_half.get("reason")))
+    res["passed"] = not problems
+    if problems:
+        res["reason"] = "; ".join(problems)
     return res
 
 
@@ -552,27 +668,12 @@ def kb_failure(ctx: Context) -> dict:
 # 3. hold_readmit
 
 
-@scenario("hold_readmit", needs_daemon=True)
-def hold_readmit(ctx: Context) -> dict:
-    """Over-limit target -> released within two intervals; target lowered below
-    the limit -> re-admitted within two intervals and the balloon reaches it.
-
-    Implemented now: the machinery check. A manual unbind/bind in the guest,
-    timed from the host with the Sampler exactly as the daemon's release and
-    re-admit will be (manual_release_ms, manual_readmit_ms).
-
-    TODO (needs `balloonctl run`): memlock so the limit is known and low;
-    start_daemon(interval=I); read limit_bytes from state.json; t0 =
-    set_balloon_size(limit + 64 MiB); release_ms = first sampler time with
-    balloon == 0 after t0 (and driver_bound false), assert <= 2*I + deflate;
-    t1 = set_balloon_size(limit - 64 MiB); readmit_ms = first time the driver
-    is bound again / the balloon starts growing; assert <= 2*I and that the
-    balloon reaches the target (wait_actual).
-    """
-    res: dict[str, Any] = {"release_ms": None, "readmit_ms": None}
+def _hold_readmit_machinery(ctx: Context) -> dict:
+    """Without the daemon: a manual unbind/bind timed exactly as the daemon's
+    release and re-admit are (validates the Sampler-based measurement)."""
     size = 324 * MiB
-    with ctx.guest("hold_readmit", deflate_on_oom=True) as g:
-        res["boot_s"] = round(g.boot(), 2)
+    with ctx.guest("hold_readmit-machinery", deflate_on_oom=True) as g:
+        g.boot()
         vname = balloon_virtio_name(g)
         g.set_balloon_size(size)
         g.wait_actual(lambda a: a == g.ram_bytes - size, timeout=60)
@@ -589,16 +690,81 @@ def hold_readmit(ctx: Context) -> dict:
             t_back = s.first_time(lambda b: b == size, since=t1)
             t_start = s.first_time(lambda b: b > 0, since=t1)
         s.write_csv(os.path.join(g.logdir, "balloon-samples.csv"))
-        g.balloon(g.ram_bytes)
-    res["precheck"] = {
+    return {
         "manual_release_ms": ms(t_rel - t0) if t_rel is not None else None,
         "manual_readmit_start_ms": ms(t_start - t1) if t_start is not None else None,
         "manual_readmit_full_ms": ms(t_back - t1) if t_back is not None else None,
         "passed": t_rel is not None and t_back is not None,
     }
+
+
+@scenario("hold_readmit", needs_daemon=True)
+def hold_readmit(ctx: Context) -> dict:
+    """Over-limit target -> released within two intervals; target lowered below
+    the re-admit threshold (limit x (1 - margin 0.05)) -> re-admitted within
+    two intervals and the balloon reaches the target.
+
+    release_ms: QMP request -> the daemon's hold (state.json since_boottime).
+    readmit_ms: QMP request -> the first sample with the balloon growing again
+    (the driver re-inflates as soon as it is bound). Both <= 2 x interval + TOL_MS.
+    Without the daemon only the machinery check runs (manual unbind/bind).
+    """
     missing = ctx.daemon_missing()
-    res.update(passed=False, reason=NOT_IMPLEMENTED,
-               detail=missing or "daemon half not written yet")
+    if missing is not None:
+        return {"passed": False, "reason": NOT_IMPLEMENTED, "detail": missing,
+                "release_ms": None, "readmit_ms": None, "precheck": _hold_readmit_machinery(ctx)}
+    interval = float(ctx.opts.get("interval", 0.2))
+    res: dict[str, Any] = {}
+    with ctx.guest("hold_readmit", mem_mib=1024, deflate_on_oom=False) as g:
+        res["boot_s"] = round(g.boot(), 2)
+        res.update(_kb_prepare(g, 512))
+        pid, st = start_and_wait_daemon(g, interval=interval)
+        res["interval_ms"] = st.get("interval_ms")
+        limit = st["limit_bytes"]
+        res["limit_bytes"] = limit
+        off, rtt = clock_offset(g)
+        res["clock_offset_rtt_ms"] = ms(rtt)
+        over = page_align(limit + 64 * MiB)
+        below = page_align(limit * (1 - 0.05) - 32 * MiB)
+        res.update(over_target_bytes=over, below_target_bytes=below)
+        with g.sampler(0.05) as s:
+            t0 = g.set_balloon_size(over)
+            st = wait_state(g, is_held, timeout=30)
+            t_hold = float(state_hold(st)["since_boottime"]) + off
+            g.wait_actual(lambda a: a == g.ram_bytes, timeout=30)
+            res["bound_while_held"] = driver_bound(g)
+            time.sleep(1.0)
+            t1 = g.set_balloon_size(below)
+            wait_state(g, lambda st: not is_held(st), timeout=30)
+            took, _ = g.wait_actual(lambda a: a == g.ram_bytes - below, timeout=60)
+            res["readmit_full_ms"] = ms(g.now() - t1)
+            time.sleep(0.2)
+            t_start = s.first_time(lambda b: b > 0, since=t1)
+            res["bound_after_readmit"] = driver_bound(g)
+            time.sleep(2 * interval + 0.3)
+            res["still_readmitted"] = not is_held(read_state(g) or {})
+        res["daemon_alive"] = process_alive(g, pid)
+        res["daemon_log_tail"] = log_lines(g)[-8:]
+        s.write_csv(os.path.join(g.logdir, "balloon-samples.csv"))
+    res["release_ms"] = ms(t_hold - t0)
+    t_zero = s.first_time(lambda b: b == 0, since=t_hold)
+    res["release_complete_ms"] = ms(t_zero - t0) if t_zero is not None else None
+    res["readmit_ms"] = ms(t_start - t1) if t_start is not None else None
+    limit_ms = 2 * (res["interval_ms"] or 0) + TOL_MS
+    problems = []
+    if res["release_ms"] > limit_ms:
+        problems.append(f"release took {res['release_ms']} ms > 2 intervals + {TOL_MS} ms")
+    if res["readmit_ms"] is None or res["readmit_ms"] > limit_ms:
+        problems.append(f"re-admit took {res['readmit_ms']} ms > 2 intervals + {TOL_MS} ms")
+    if res["bound_while_held"]:
+        problems.append("driver still bound while held")
+    if not res["bound_after_readmit"] or not res["still_readmitted"]:
+        problems.append("not (stably) re-admitted")
+    if not res["daemon_alive"]:
+        problems.append("the daemon died")
+    res["passed"] = not problems
+    if problems:
+        res["reason"] = "; ".join(problems)
     return res
 
 
@@ -609,18 +775,71 @@ def hold_readmit(ctx: Context) -> dict:
 @scenario("crash_safety", needs_daemon=True)
 def crash_safety(ctx: Context) -> dict:
     """SIGKILL the daemon while it holds; restart; it resumes the hold without a
-    second unbind and re-admits when safe.
-
-    TODO (needs `balloonctl run`): memlock; start_daemon; over-limit target ->
-    wait for the hold (driver unbound, state_hold(...)["held"]); note its
-    `releases` count; `kill -9 <pid>`; check the driver stays unbound and
-    state.json persists in /run; start the daemon again; assert it resumed
-    the hold without a second unbind: `releases` unchanged, `since_boottime`
-    unchanged, no bind in its log, and the sampler shows no re-inflation
-    spike; lower the target below the limit -> bound again and the balloon
-    reaches the target.
-    """
-    return todo("balloonctl run", detail=ctx.daemon_missing() or "daemon half not written yet")
+    second unbind (same `releases` count and `since_boottime`, no release or
+    unbind in the new instance's log, the balloon stays at 0) and re-admits
+    when the target drops below the threshold."""
+    missing = ctx.daemon_missing()
+    if missing is not None:
+        return todo("balloonctl run", detail=missing)
+    interval = float(ctx.opts.get("interval", 0.2))
+    res: dict[str, Any] = {}
+    with ctx.guest("crash_safety", mem_mib=1024, deflate_on_oom=False) as g:
+        res["boot_s"] = round(g.boot(), 2)
+        res.update(_kb_prepare(g, 512))
+        pid1, st = start_and_wait_daemon(g, interval=interval)
+        limit = st["limit_bytes"]
+        over = page_align(limit + 64 * MiB)
+        below = page_align(limit * (1 - 0.05) - 32 * MiB)
+        with g.sampler(0.05) as s:
+            g.set_balloon_size(over)
+            st1 = wait_state(g, is_held, timeout=30)
+            h1 = state_hold(st1) or {}
+            g.wait_actual(lambda a: a == g.ram_bytes, timeout=30)
+            g.check(f"kill -9 {pid1}")
+            time.sleep(0.5)
+            res["first_dead"] = not process_alive(g, pid1)
+            res["bound_after_kill"] = driver_bound(g)
+            n_before = len(log_lines(g))
+            t_restart = g.now()
+            pid2, st2 = start_and_wait_daemon(g, interval=interval)
+            time.sleep(5 * interval + 0.5)
+            st2 = read_state(g) or {}
+            h2 = state_hold(st2) or {}
+            res["bound_after_restart"] = driver_bound(g)
+            new_lines = log_lines(g)[n_before:]
+            res["restart_log"] = new_lines[-10:]
+            res["max_balloon_after_restart"] = s.max_balloon(since=t_restart)
+            g.set_balloon_size(below)
+            wait_state(g, lambda st: not is_held(st), timeout=30)
+            g.wait_actual(lambda a: a == g.ram_bytes - below, timeout=60)
+            res["bound_after_readmit"] = driver_bound(g)
+        res["second_alive"] = process_alive(g, pid2)
+    res.update(releases_before=h1.get("releases"), releases_after=h2.get("releases"),
+               since_before=h1.get("since_boottime"), since_after=h2.get("since_boottime"),
+               held_after_restart=h2.get("held"))
+    acted = [ln for ln in new_lines if re.search(r"\brelease virtio|action=unbind|action=bind|\breadmit virtio", ln)]
+    problems = []
+    if not res["first_dead"]:
+        problems.append("SIGKILL did not end the daemon")
+    if res["bound_after_kill"] or res["bound_after_restart"]:
+        problems.append("driver bound again after the kill/restart")
+    if not h2.get("held"):
+        problems.append("the new instance did not resume the hold")
+    if h1.get("releases") != h2.get("releases") or h1.get("since_boottime") != h2.get("since_boottime"):
+        problems.append(f"hold record changed across the restart (releases {h1.get('releases')} -> "
+                        f"{h2.get('releases')}, since {h1.get('since_boottime')} -> {h2.get('since_boottime')})")
+    if acted:
+        problems.append(f"the new instance acted before re-admit: {acted[:2]}")
+    if res["max_balloon_after_restart"]:
+        problems.append(f"balloon re-inflated to {res['max_balloon_after_restart']} B across the restart")
+    if not res["bound_after_readmit"]:
+        problems.append("not re-admitted after the target dropped")
+    if not res["second_alive"]:
+        problems.append("the restarted daemon died")
+    res["passed"] = not problems
+    if problems:
+        res["reason"] = "; ".join(problems)
+    return res
 
 
 # --------------------------------------------------------------------------
@@ -629,72 +848,146 @@ def crash_safety(ctx: Context) -> dict:
 
 @scenario("report_mode", needs_daemon=True)
 def report_mode(ctx: Context) -> dict:
-    """`balloonctl run --mode report` acts on nothing and logs what it would do.
-
-    TODO (needs `balloonctl run`): memlock; start_daemon(mode="report");
-    over-limit target; assert the driver stays bound, the balloon reaches the
-    host's target (wait_actual), and the log says it would release; then
-    lower the target and assert it logs the would-be re-admit.
-    """
-    return todo("balloonctl run --mode report", detail=ctx.daemon_missing() or "daemon half not written yet")
+    """`balloonctl run --mode report` acts on nothing and logs what it would do:
+    with an over-limit target the driver stays bound, the balloon reaches the
+    host's target, and the log says `would release`."""
+    missing = ctx.daemon_missing()
+    if missing is not None:
+        return todo("balloonctl run --mode report", detail=missing)
+    interval = float(ctx.opts.get("interval", 0.2))
+    res: dict[str, Any] = {}
+    with ctx.guest("report_mode", mem_mib=1024, deflate_on_oom=False) as g:
+        res["boot_s"] = round(g.boot(), 2)
+        res.update(_kb_prepare(g, 512))
+        pid, st = start_and_wait_daemon(g, interval=interval, mode="report", probe_target=True)
+        res["mode"] = st.get("mode")
+        limit = st["limit_bytes"]
+        over = page_align(limit + 64 * MiB)
+        n0 = len(log_lines(g))
+        g.set_balloon_size(over)
+        g.wait_actual(lambda a: a == g.ram_bytes - over, timeout=60)
+        time.sleep(5 * interval + 0.5)
+        res["balloon_bytes"] = g.balloon_bytes()
+        res["bound"] = driver_bound(g)
+        lines = log_lines(g)[n0:]
+        res["would_lines"] = [ln for ln in lines if "would " in ln][:3]
+        res["acted_lines"] = [ln for ln in lines if re.search(r"notice balloonctl: .*\] (release|readmit) ", ln)][:3]
+        res["daemon_alive"] = process_alive(g, pid)
+        g.balloon(g.ram_bytes)
+    problems = []
+    if res["mode"] != "report":
+        problems.append(f"state says mode={res['mode']}")
+    if not res["bound"] or res["balloon_bytes"] != over:
+        problems.append(f"report mode changed something: bound={res['bound']}, balloon={res['balloon_bytes']} (target {over})")
+    if not any("would release" in ln for ln in res["would_lines"]):
+        problems.append("no 'would release' in the log")
+    if res["acted_lines"]:
+        problems.append(f"report mode logged an action: {res['acted_lines'][0]}")
+    if not res["daemon_alive"]:
+        problems.append("the daemon died")
+    res["passed"] = not problems
+    if problems:
+        res["reason"] = "; ".join(problems)
+    return res
 
 
 # --------------------------------------------------------------------------
 # 6. hotplug
 
 
-@scenario("hotplug", needs_daemon=True)
-def hotplug(ctx: Context) -> dict:
-    """QMP device_del of the balloon and device_add back: the daemon survives,
-    logs both, and governs the new device.
-
-    Implemented now: the machinery check without the daemon. device_del ->
-    DEVICE_DELETED and the guest's virtio device disappears; device_add -> the
-    guest binds virtio_balloon to the new device and it inflates to a target.
-
-    TODO (needs `balloonctl run`): start_daemon before the unplug; after
-    device_del assert process_alive and a log line about the removal; after
-    device_add assert a log line about the new device, then drive it over
-    the limit and assert the daemon releases it (driver_bound false).
-    """
-    res: dict[str, Any] = {}
+def _hotplug_machinery(ctx: Context) -> dict:
+    """Without the daemon: device_del -> DEVICE_DELETED and the guest's virtio
+    device disappears; device_add -> virtio_balloon binds and it inflates."""
     size = 128 * MiB
     pre: dict[str, Any] = {}
-    with ctx.guest("hotplug", deflate_on_oom=True) as g:
-        res["boot_s"] = round(g.boot(), 2)
+    with ctx.guest("hotplug-machinery", deflate_on_oom=True) as g:
+        g.boot()
         g.set_balloon_size(size)
         g.wait_actual(lambda a: a == g.ram_bytes - size, timeout=60)
-        pre["device_del_s"] = round(g.device_del("balloon0", timeout=60), 2)
-        t_del = g.now()
-        gone_deadline = time.monotonic() + 30
-        while balloon_virtio_name(g) is not None and time.monotonic() < gone_deadline:
-            time.sleep(0.3)
-        pre["guest_device_gone"] = balloon_virtio_name(g) is None
-        pre["guest_gone_after_s"] = round(g.now() - t_del, 2)
-        try:
-            g.query_balloon()
-            pre["query_without_device"] = "answered"
-        except Exception as e:  # noqa: BLE001 - QEMU says no balloon
-            pre["query_without_device"] = str(e)[:120]
-        t_add = g.device_add()
-        bound_deadline = time.monotonic() + 60
-        while not driver_bound(g):
-            if time.monotonic() > bound_deadline:
-                break
-            time.sleep(0.3)
-        pre["guest_bound_after_add"] = driver_bound(g)
-        pre["bound_after_add_s"] = round(g.now() - t_add, 2)
-        pre["new_virtio"] = balloon_virtio_name(g)
+        pre.update(_unplug(g))
+        pre.update(_replug(g))
         g.set_balloon_size(size)
         try:
             t, _ = g.wait_actual(lambda a: a == g.ram_bytes - size, timeout=60)
             pre["reinflate_s"] = round(t, 2)
         except GuestError as e:
             pre["reinflate_error"] = str(e)
-        g.balloon(g.ram_bytes)
     pre["passed"] = bool(pre["guest_device_gone"] and pre["guest_bound_after_add"] and "reinflate_s" in pre)
-    res["precheck"] = pre
-    res.update(passed=False, reason=NOT_IMPLEMENTED, detail=ctx.daemon_missing() or "daemon half not written yet")
+    return pre
+
+
+def _unplug(g: Guest) -> dict[str, Any]:
+    r: dict[str, Any] = {"device_del_s": round(g.device_del("balloon0", timeout=60), 2)}
+    t_del = g.now()
+    deadline = time.monotonic() + 30
+    while balloon_virtio_name(g) is not None and time.monotonic() < deadline:
+        time.sleep(0.3)
+    r["guest_device_gone"] = balloon_virtio_name(g) is None
+    r["guest_gone_after_s"] = round(g.now() - t_del, 2)
+    return r
+
+
+def _replug(g: Guest) -> dict[str, Any]:
+    t_add = g.device_add()
+    deadline = time.monotonic() + 60
+    while not driver_bound(g) and time.monotonic() < deadline:
+        time.sleep(0.3)
+    return {"guest_bound_after_add": driver_bound(g), "bound_after_add_s": round(g.now() - t_add, 2),
+            "new_virtio": balloon_virtio_name(g)}
+
+
+@scenario("hotplug", needs_daemon=True)
+def hotplug(ctx: Context) -> dict:
+    """QMP device_del of the balloon and device_add back: the daemon survives,
+    logs both (udev remove / add events), and governs the new device (an
+    over-limit target on it is held). Without the daemon only the machinery
+    check runs."""
+    missing = ctx.daemon_missing()
+    if missing is not None:
+        return {"passed": False, "reason": NOT_IMPLEMENTED, "detail": missing, "precheck": _hotplug_machinery(ctx)}
+    interval = float(ctx.opts.get("interval", 0.2))
+    res: dict[str, Any] = {}
+    size = 128 * MiB
+    with ctx.guest("hotplug", mem_mib=1024, deflate_on_oom=False) as g:
+        res["boot_s"] = round(g.boot(), 2)
+        res.update(_kb_prepare(g, 512))
+        pid, st = start_and_wait_daemon(g, interval=interval)
+        g.set_balloon_size(size)
+        g.wait_actual(lambda a: a == g.ram_bytes - size, timeout=60)
+        n0 = len(log_lines(g))
+        res.update(_unplug(g))
+        time.sleep(5 * interval + 0.5)
+        res["alive_after_del"] = process_alive(g, pid)
+        n1 = len(log_lines(g))
+        res["log_after_del"] = log_lines(g)[n0:n1][-6:]
+        res.update(_replug(g))
+        time.sleep(5 * interval + 0.5)
+        res["alive_after_add"] = process_alive(g, pid)
+        res["log_after_add"] = log_lines(g)[n1:][-6:]
+        limit = (read_state(g) or {}).get("limit_bytes") or st["limit_bytes"]
+        over = page_align(limit + 64 * MiB)
+        g.set_balloon_size(over)
+        try:
+            st2 = wait_state(g, is_held, timeout=30)
+            res["held_new_device"] = True
+            res["held_name"] = (state_hold(st2) or {}).get("name")
+        except GuestTimeout:
+            res["held_new_device"] = False
+        res["bound_after_over"] = driver_bound(g)
+    problems = []
+    if not res["guest_device_gone"] or not res["guest_bound_after_add"]:
+        problems.append("hotplug itself failed (device not gone / not re-bound)")
+    if not (res["alive_after_del"] and res["alive_after_add"]):
+        problems.append("the daemon died across the hotplug")
+    if not any("remove" in ln for ln in res["log_after_del"]):
+        problems.append("no log line about the removal")
+    if not any(re.search(r"action=(add|bind)", ln) for ln in res["log_after_add"]):
+        problems.append("no log line about the new device")
+    if not res["held_new_device"] or res["bound_after_over"]:
+        problems.append("the new device is not governed (over-limit target not held)")
+    res["passed"] = not problems
+    if problems:
+        res["reason"] = "; ".join(problems)
     return res
 
 
@@ -704,21 +997,15 @@ def hotplug(ctx: Context) -> dict:
 
 @scenario("deflate_on_oom", needs_daemon=True)
 def deflate_on_oom(ctx: Context) -> dict:
-    """deflate-on-oom on and off: MemTotal moves only without it, and
-    balloonctl's guest-size accounting stays right.
-
-    Implemented now: the kernel half, one guest per setting: inflate 324 MiB
-    and compare MemTotal before/after (on: unchanged; off: -324 MiB).
-
-    TODO (needs balloonctl): in both guests, while inflated, run
-    `balloonctl status --json` (or read the daemon's state.json) and assert
-    its guest memory size is the same inflated and deflated (it must add the
-    balloon back when MemTotal shrank, and not subtract it twice when not),
-    and that it reports DEFLATE_ON_OOM matching the device.
-    """
+    """deflate-on-oom on and off: MemTotal moves only without it (kernel half:
+    inflate 324 MiB, MemTotal before/after), and balloonctl's guest-size
+    accounting stays right (status --json: memory.guest_bytes the same
+    inflated and deflated, within 1 MiB; removes_from_memtotal == not on).
+    Without balloonctl only the kernel half runs."""
     size = 324 * MiB
     res: dict[str, Any] = {}
     problems = []
+    use_status = ctx.staged and ctx.caps().get("status", False)
     for dom in (True, False):
         key = "on" if dom else "off"
         r: dict[str, Any] = {}
@@ -727,10 +1014,12 @@ def deflate_on_oom(ctx: Context) -> dict:
             rc, feats = g.run("cat /sys/bus/virtio/drivers/virtio_balloon/virtio*/features")
             r["feature_bit2"] = feats.strip()[2:3] == "1" if rc == 0 else None
             mt0 = g.meminfo()["MemTotal"]
+            st0 = run_status(g)[1] if use_status else None
             g.set_balloon_size(size)
             g.wait_actual(lambda a: a == g.ram_bytes - size, timeout=60)
             g.wait_guest_balloon_pages(size // PAGE, timeout=10)
             mt1 = g.meminfo()["MemTotal"]
+            st1 = run_status(g)[1] if use_status else None
             g.balloon(g.ram_bytes)
             g.wait_actual(lambda a: a == g.ram_bytes, timeout=60)
             mt2 = g.meminfo()["MemTotal"]
@@ -744,7 +1033,29 @@ def deflate_on_oom(ctx: Context) -> dict:
             problems.append(f"off: MemTotal dropped {mt0 - mt1} kB, expected {size // 1024}")
         if mt2 != mt0:
             problems.append(f"{key}: MemTotal not restored after deflate ({mt0} -> {mt2})")
+        if use_status:
+            def guest_bytes(doc: Any) -> Optional[int]:
+                return ((doc or {}).get("memory") or {}).get("guest_bytes")
+            def removes(doc: Any) -> Optional[bool]:
+                bs = (doc or {}).get("balloons") or []
+                return bs[0].get("removes_from_memtotal") if bs else None
+            r.update(status_guest_bytes_deflated=guest_bytes(st0), status_guest_bytes_inflated=guest_bytes(st1),
+                     status_removes_from_memtotal=removes(st1))
+            g0, g1 = guest_bytes(st0), guest_bytes(st1)
+            if g0 is None or g1 is None:
+                problems.append(f"{key}: status --json has no memory.guest_bytes")
+            elif abs(g0 - g1) > MiB:
+                problems.append(f"{key}: balloonctl guest size moved {g0} -> {g1} B when inflating")
+            if removes(st1) is not (not dom):
+                problems.append(f"{key}: removes_from_memtotal={removes(st1)}")
         res[key] = r
-    res["precheck"] = {"passed": not problems, "problems": problems}
-    res.update(passed=False, reason=NOT_IMPLEMENTED, detail=ctx.daemon_missing() or "balloonctl half not written yet")
+    res["precheck"] = {"passed": not [p for p in problems if "status" not in p and "balloonctl" not in p
+                                      and "removes_from" not in p]}
+    if not use_status:
+        res.update(passed=False, reason=NOT_IMPLEMENTED,
+                   detail=f"balloonctl status not available ({ctx.balloonctl_note})", problems=problems)
+        return res
+    res["passed"] = not problems
+    if problems:
+        res["reason"] = "; ".join(problems)
     return res
