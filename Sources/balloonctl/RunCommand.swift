@@ -231,6 +231,9 @@ struct RunCommand: AsyncParsableCommand {
     }
     // The first tick must work: a broken /proc is a startup error, not a log line.
     let first = try controller.tick()
+    if let blocked = first.performed.compactMap(\.error).first(where: \.needsRestart) {
+      throw ControlLoop.RestartNeeded(error: blocked)
+    }
     try metrics?.write(first, state: controller.state)
     try controller.persistNow()
 
@@ -276,8 +279,15 @@ final class ControlLoop: Service, @unchecked Sendable {
     self.logger = logger
   }
 
+  struct RestartNeeded: Error, CustomStringConvertible {
+    var error: ActuatorError
+    var description: String {
+      "a lever's path is read-only here (\(error)); exiting so the service manager restarts balloonctl with it writable"
+    }
+  }
+
   func run() async throws {
-    await withGracefulShutdownHandler {
+    try await withGracefulShutdownHandler {
       while !Task.isShuttingDownGracefully {
         let reasons = await wait()
         if reasons.contains(.interrupted) || Task.isShuttingDownGracefully { break }
@@ -293,7 +303,11 @@ final class ControlLoop: Service, @unchecked Sendable {
           controller.invalidateDevices()
         }
         if reasons.contains(.pressure) { logger.info("memory pressure event") }
-        tick()
+        if let blocked = tick() {
+          // The hold state is saved; the restarted daemon resumes it.
+          logger.critical("restart needed", metadata: ["error": "\(blocked)"])
+          throw RestartNeeded(error: blocked)
+        }
       }
     } onGracefulShutdown: { [waiter] in
       waiter.interrupt()
@@ -301,9 +315,13 @@ final class ControlLoop: Service, @unchecked Sendable {
     finish()
   }
 
-  private func tick() {
+  /// One tick; returns a lever error that only a restart can cure.
+  private func tick() -> ActuatorError? {
     do {
       let report = try controller.tick()
+      if let blocked = report.performed.compactMap(\.error).first(where: \.needsRestart) {
+        return blocked
+      }
       try metrics?.write(report, state: controller.state)
       if failing {
         logger.notice("reading recovered")
@@ -315,6 +333,7 @@ final class ControlLoop: Service, @unchecked Sendable {
       if !failing { logger.error("tick failed", metadata: ["error": "\(error)"]) }
       failing = true
     }
+    return nil
   }
 
   private func finish() {

@@ -7,7 +7,18 @@ public import SystemPackage
 /// A lever could not be pulled. One line, naming what was written or run.
 public struct ActuatorError: Error, Sendable, Equatable, CustomStringConvertible {
   public var description: String
-  public init(_ description: String) { self.description = description }
+  /// The errno of a failed write, when that is what failed.
+  public var errno: Errno?
+  public init(_ description: String, errno: Errno? = nil) {
+    self.description = description
+    self.errno = errno
+  }
+
+  /// The lever's file is read-only in this mount namespace: under the
+  /// hardened unit, a path that did not exist when the service started (a
+  /// driver loaded later) is not among its writable holes. Only a restart
+  /// (which rebuilds the namespace) fixes that, so the daemon exits on it.
+  public var needsRestart: Bool { errno == .readOnlyFileSystem }
 }
 
 /// Runs a program and returns its exit status (the vmw_balloon lever is
@@ -143,7 +154,8 @@ public struct Actuators: Sendable {
       try fd.closeAfter { _ = try fd.writeAll(text.utf8) }
     } catch let error as Errno {
       if let alreadyDone, error == alreadyDone { return }
-      throw ActuatorError("\(path.string): cannot write \"\(text)\": \(Actuators.explain(error))")
+      throw ActuatorError(
+        "\(path.string): cannot write \"\(text)\": \(Actuators.explain(error))", errno: error)
     } catch {
       throw ActuatorError("\(path.string): cannot write \"\(text)\": \(error)")
     }
@@ -155,6 +167,8 @@ public struct Actuators: Sendable {
     case .resourceBusy: "\(error) (the device is busy)"
     case .operationNotSupportedByDevice, .noSuchAddressOrDevice: "\(error) (the device went away)"
     case .noSuchFileOrDirectory: "\(error) (no such lever on this kernel)"
+    case .readOnlyFileSystem:
+      "\(error) (not writable in this service's namespace: the path appeared after start; restarting fixes it)"
     default: "\(error)"
     }
   }
