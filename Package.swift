@@ -14,6 +14,7 @@ let package = Package(
   products: [
     .executable(name: "balloonctl", targets: ["balloonctl"]),
     .library(name: "BalloonKit", targets: ["BalloonKit"]),
+    .executable(name: "balloonctl-bench", targets: ["BalloonBench"]),
   ],
   dependencies: [
     .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -38,6 +39,17 @@ let package = Package(
       dependencies: [
         "BalloonKit",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        .product(name: "Logging", package: "swift-log"),
+        .product(name: "SystemPackage", package: "swift-system"),
+        .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+      ]),
+    // bench/run: the cost of a control tick and of the readers, the memory over many
+    // ticks, and models of the daemon's loop.
+    .executableTarget(
+      name: "BalloonBench",
+      dependencies: [
+        "BalloonKit",
         .product(name: "Logging", package: "swift-log"),
         .product(name: "SystemPackage", package: "swift-system"),
         .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
