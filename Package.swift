@@ -24,13 +24,15 @@ let package = Package(
   ],
   targets: [
     .systemLibrary(name: "CUdev", pkgConfig: "libudev", providers: [.apt(["libudev-dev"])]),
+    // Linux interfaces Swift's Glibc module does not export (signalfd).
+    .systemLibrary(name: "CLinux"),
     // Tests only: the umockdev C API that fakes /sys and sends uevents in-process.
     .systemLibrary(
       name: "CUMockdev", pkgConfig: "umockdev-1.0", providers: [.apt(["libumockdev-dev"])]),
     .target(
       name: "BalloonKit",
       dependencies: [
-        "CUdev",
+        "CUdev", "CLinux",
         .product(name: "Logging", package: "swift-log"),
         .product(name: "SystemPackage", package: "swift-system"),
       ]),
@@ -41,8 +43,6 @@ let package = Package(
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
         .product(name: "Logging", package: "swift-log"),
         .product(name: "SystemPackage", package: "swift-system"),
-        .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-        .product(name: "UnixSignals", package: "swift-service-lifecycle"),
       ]),
     // bench/run: the cost of a control tick and of the readers, the memory over many
     // ticks, and models of the daemon's loop.

@@ -21,11 +21,12 @@
 //       Runs forever (until SIGTERM/SIGINT) the daemon's loop around the real
 //       Waiter and Controller, in one of four shapes, so bench/run can sample
 //       each one's CPU per idle second next to the daemon: service = the
-//       daemon's ControlLoop (a ServiceLifecycle service in a ServiceGroup,
+//       daemon's first loop (a ServiceLifecycle service in a ServiceGroup,
 //       its wait hopping to a serial DispatchQueue and back), hop = the same
 //       hop without ServiceLifecycle, thread = the Swift concurrency runtime
 //       up but wait + tick on one dedicated thread, sync = wait + tick on the
-//       main thread, no Dispatch, no tasks.
+//       main thread, no Dispatch, no tasks (the shape balloonctl run has now:
+//       DaemonLoop). The first three are kept as the measured evidence for it.
 //
 // Timing: WARMUP untimed iterations, then BATCHES batches of PER_BATCH; each
 // batch is timed with CLOCK_MONOTONIC (wall) and CLOCK_THREAD_CPUTIME_ID
@@ -333,8 +334,8 @@ func cold(_ options: Options) {
   }
 }
 
-/// The daemon's loop body (ControlLoop.run in Sources/balloonctl/RunCommand.swift)
-/// around the real Waiter, udev monitor, PSI trigger and Controller.
+/// The daemon's loop body (DaemonLoop.run, minus signals, metrics and the exit
+/// policy) around the real Waiter, udev monitor, PSI trigger and Controller.
 final class LoopModel: @unchecked Sendable {
   let controller: Controller
   let monitor: BalloonEventMonitor?
@@ -342,18 +343,28 @@ final class LoopModel: @unchecked Sendable {
   let waiter: Waiter
   let interval: Int32
   var continuation: CheckedContinuation<Void, Never>?
+  /// A pipe standing in for the daemon's signalfd, so the service model's
+  /// graceful-shutdown handler can wake the wait.
+  private var wake: [Int32] = [-1, -1]
 
   init(_ options: Options) {
     controller = makeController()
     monitor = try? BalloonEventMonitor()
     pressure = try? PressureTrigger.open(root: .live).get()
+    guard pipe(&wake) == 0 else { fail("loop: pipe: \(Errno(rawValue: errno))") }
+    waiter = Waiter(
+      monitorFD: monitor?.fileDescriptor, pressureFD: pressure?.fileDescriptor, signalFD: wake[0])
     do {
-      waiter = try Waiter(monitorFD: monitor?.fileDescriptor, pressureFD: pressure?.fileDescriptor)
       _ = try controller.tick()
     } catch {
       fail("loop: \(error)")
     }
     interval = options.intervalMilliseconds
+  }
+
+  func interrupt() {
+    var byte: UInt8 = 1
+    _ = write(wake[1], &byte, 1)
   }
 
   func wait() -> WakeReasons { waiter.wait(timeoutMilliseconds: interval) }
@@ -367,8 +378,8 @@ final class LoopModel: @unchecked Sendable {
   }
 }
 
-/// ControlLoop of Sources/balloonctl/RunCommand.swift, minus metrics and the
-/// exit policy: a Service whose every wait hops to a serial DispatchQueue.
+/// The daemon's first loop (a ServiceLifecycle service, replaced by DaemonLoop),
+/// minus metrics and the exit policy: every wait hops to a serial DispatchQueue.
 final class ServiceModel: Service, @unchecked Sendable {
   let model: LoopModel
   private let queue = DispatchQueue(label: "balloonctl.wait")
@@ -383,7 +394,7 @@ final class ServiceModel: Service, @unchecked Sendable {
         model.tick(after: reasons)
       }
     } onGracefulShutdown: { [model] in
-      model.waiter.interrupt()
+      model.interrupt()
     }
   }
 

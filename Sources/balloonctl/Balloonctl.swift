@@ -2,7 +2,7 @@ import ArgumentParser
 
 /// The command tree. Each subcommand lives in its own file.
 @main
-struct Balloonctl: AsyncParsableCommand {
+struct Balloonctl: ParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "balloonctl",
     abstract: "Keep the hypervisor's memory balloon from taking memory the guest cannot give.",

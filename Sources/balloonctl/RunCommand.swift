@@ -1,17 +1,14 @@
 import ArgumentParser
 import BalloonKit
-import Dispatch
 import Logging
-import ServiceLifecycle
 import SystemPackage
-import UnixSignals
 
 #if canImport(Glibc)
   import Glibc
 #endif
 
 /// `balloonctl run`: the daemon that holds the balloon under the limit.
-struct RunCommand: AsyncParsableCommand {
+struct RunCommand: ParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "run",
     abstract: "Hold the balloon under the pinned-aware limit (the daemon).",
@@ -159,7 +156,7 @@ struct RunCommand: AsyncParsableCommand {
     var logLevel: Logger.Level
   }
 
-  func run() async throws {
+  func run() throws {
     let root = global.fileSystemRoot
     let settings = try resolved(root: root)
     let logger = LogSetup.logger(level: settings.logLevel)
@@ -201,6 +198,9 @@ struct RunCommand: AsyncParsableCommand {
       return
     }
 
+    // Block SIGTERM/SIGINT before anything else runs: they are read from a
+    // signalfd between ticks (graceful by construction).
+    let signals = try SignalChannel([SIGTERM, SIGINT])
     let monitor: BalloonEventMonitor?
     do {
       monitor = root.isLive ? try BalloonEventMonitor() : nil
@@ -214,7 +214,9 @@ struct RunCommand: AsyncParsableCommand {
     case .failure(let error):
       logger.info("no memory-pressure trigger; relying on the interval", metadata: ["error": "\(error)"])
     }
-    let waiter = try Waiter(monitorFD: monitor?.fileDescriptor, pressureFD: pressure?.fileDescriptor)
+    let waiter = Waiter(
+      monitorFD: monitor?.fileDescriptor, pressureFD: pressure?.fileDescriptor,
+      signalFD: signals.fileDescriptor)
 
     logger.notice(
       "balloonctl run started",
@@ -232,136 +234,15 @@ struct RunCommand: AsyncParsableCommand {
     // The first tick must work: a broken /proc is a startup error, not a log line.
     let first = try controller.tick()
     if let blocked = first.performed.compactMap(\.error).first(where: \.needsRestart) {
-      throw ControlLoop.RestartNeeded(error: blocked)
+      throw DaemonLoop.RestartNeeded(error: blocked)
     }
     try metrics?.write(first, state: controller.state)
     try controller.persistNow()
 
-    let loop = ControlLoop(
-      controller: controller, waiter: waiter, monitor: monitor, metrics: metrics,
-      intervalMilliseconds: Int32((settings.interval * 1000).rounded()), onExit: settings.onExit,
-      logger: logger)
-    let group = ServiceGroup(
-      configuration: ServiceGroupConfiguration(
-        services: [.init(service: loop, successTerminationBehavior: .gracefullyShutdownGroup)],
-        gracefulShutdownSignals: [.sigterm, .sigint],
-        logger: logger))
-    try await group.run()
+    try DaemonLoop(
+      controller: controller, waiter: waiter, monitor: monitor, signals: signals, metrics: metrics,
+      intervalSeconds: settings.interval, onExit: settings.onExit, logger: logger
+    ).run()
     _ = lock
-  }
-}
-
-
-/// The daemon's loop as a ServiceLifecycle service: tick, then sleep in
-/// poll() (on a private thread, so the cooperative pool is never blocked)
-/// until the interval, a udev or PSI event, or SIGTERM/SIGINT.
-final class ControlLoop: Service, @unchecked Sendable {
-  let controller: Controller
-  let waiter: Waiter
-  let monitor: BalloonEventMonitor?
-  let metrics: MetricsFile?
-  let intervalMilliseconds: Int32
-  let onExit: ExitPolicy
-  let logger: Logger
-  private let queue = DispatchQueue(label: "balloonctl.wait")
-  private var failing = false
-
-  init(
-    controller: Controller, waiter: Waiter, monitor: BalloonEventMonitor?, metrics: MetricsFile?,
-    intervalMilliseconds: Int32, onExit: ExitPolicy, logger: Logger
-  ) {
-    self.controller = controller
-    self.waiter = waiter
-    self.monitor = monitor
-    self.metrics = metrics
-    self.intervalMilliseconds = intervalMilliseconds
-    self.onExit = onExit
-    self.logger = logger
-  }
-
-  struct RestartNeeded: Error, CustomStringConvertible {
-    var error: ActuatorError
-    var description: String {
-      "a lever's path is read-only here (\(error)); exiting so the service manager restarts balloonctl with it writable"
-    }
-  }
-
-  func run() async throws {
-    try await withGracefulShutdownHandler {
-      while !Task.isShuttingDownGracefully {
-        let reasons = await wait()
-        if reasons.contains(.interrupted) || Task.isShuttingDownGracefully { break }
-        if reasons.contains(.udev), let monitor {
-          for event in monitor.drain() {
-            logger.notice(
-              "udev event",
-              metadata: [
-                "action": "\(event.action)", "subsystem": "\(event.subsystem)", "device": "\(event.name)",
-                "driver": "\(event.driver ?? "none")",
-              ])
-          }
-          controller.invalidateDevices()
-        }
-        if reasons.contains(.pressure) { logger.info("memory pressure event") }
-        if let blocked = tick() {
-          // The hold state is saved; the restarted daemon resumes it.
-          logger.critical("restart needed", metadata: ["error": "\(blocked)"])
-          throw RestartNeeded(error: blocked)
-        }
-      }
-    } onGracefulShutdown: { [waiter] in
-      waiter.interrupt()
-    }
-    finish()
-  }
-
-  /// One tick; returns a lever error that only a restart can cure.
-  private func tick() -> ActuatorError? {
-    do {
-      let report = try controller.tick()
-      if let blocked = report.performed.compactMap(\.error).first(where: \.needsRestart) {
-        return blocked
-      }
-      try metrics?.write(report, state: controller.state)
-      if failing {
-        logger.notice("reading recovered")
-        failing = false
-      }
-    } catch {
-      // Keep governing: the next tick may read again (a file can vanish for
-      // a moment while a device goes). Logged once until it recovers.
-      if !failing { logger.error("tick failed", metadata: ["error": "\(error)"]) }
-      failing = true
-    }
-    return nil
-  }
-
-  private func finish() {
-    let held = controller.heldBalloons
-    switch onExit {
-    case .hold:
-      if !held.isEmpty {
-        logger.notice(
-          "stopping; balloons stay released and the next run resumes the hold",
-          metadata: ["held": "\(held.map(\.name))"])
-      }
-    case .readmit:
-      for (decision, error) in controller.readmitAll() {
-        if let error {
-          logger.error("re-admit at exit failed", metadata: ["balloon": "\(decision.balloon)", "error": "\(error)"])
-        } else {
-          logger.notice("re-admitted at exit", metadata: ["balloon": "\(decision.balloon)"])
-        }
-      }
-    }
-    logger.notice("balloonctl run stopped")
-  }
-
-  private func wait() async -> WakeReasons {
-    await withCheckedContinuation { continuation in
-      queue.async { [waiter, intervalMilliseconds] in
-        continuation.resume(returning: waiter.wait(timeoutMilliseconds: intervalMilliseconds))
-      }
-    }
   }
 }

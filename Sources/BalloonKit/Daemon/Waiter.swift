@@ -24,56 +24,35 @@ public struct WakeReasons: OptionSet, Sendable, CustomStringConvertible {
   }
 }
 
-/// Blocks in one `poll()` until the interval passes, a udev event or a PSI
-/// memory-pressure event arrives, or `interrupt()` is called (from another
-/// thread, on SIGTERM/SIGINT). No busy polling: an idle daemon is asleep here.
-public final class Waiter: @unchecked Sendable {
-  private let wakeRead: Int32
-  private let wakeWrite: Int32
+/// Blocks in one `poll()` until the interval passes, a udev or PSI
+/// memory-pressure event arrives, or a signal (SIGTERM/SIGINT, through a
+/// signalfd) asks to stop. No busy polling: an idle daemon sleeps here, and
+/// the pollfd set is built once.
+public final class Waiter {
+  private var fds: [pollfd]
   private let monitorFD: Int32?
   private let pressureFD: Int32?
+  private let signalFD: Int32?
 
-  public init(monitorFD: Int32?, pressureFD: Int32?) throws(SourceError) {
-    var fds: [Int32] = [0, 0]
-    guard pipe(&fds) == 0 else {
-      throw SourceError(path: "pipe", .unreadable(Errno(rawValue: errno)))
-    }
-    // Non-blocking (drained in a loop) and not inherited by modprobe.
-    for fd in fds {
-      _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
-      _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
-    }
-    wakeRead = fds[0]
-    wakeWrite = fds[1]
+  public init(monitorFD: Int32?, pressureFD: Int32?, signalFD: Int32?) {
     self.monitorFD = monitorFD
     self.pressureFD = pressureFD
-  }
-
-  deinit {
-    close(wakeRead)
-    close(wakeWrite)
-  }
-
-  /// Safe from any thread (one write to a pipe).
-  public func interrupt() {
-    var byte: UInt8 = 1
-    _ = write(wakeWrite, &byte, 1)
+    self.signalFD = signalFD
+    fds = []
+    if let signalFD { fds.append(pollfd(fd: signalFD, events: Int16(POLLIN), revents: 0)) }
+    if let monitorFD { fds.append(pollfd(fd: monitorFD, events: Int16(POLLIN), revents: 0)) }
+    if let pressureFD { fds.append(pollfd(fd: pressureFD, events: Int16(POLLPRI), revents: 0)) }
   }
 
   public func wait(timeoutMilliseconds: Int32) -> WakeReasons {
-    var fds = [pollfd(fd: wakeRead, events: Int16(POLLIN), revents: 0)]
-    if let monitorFD { fds.append(pollfd(fd: monitorFD, events: Int16(POLLIN), revents: 0)) }
-    if let pressureFD { fds.append(pollfd(fd: pressureFD, events: Int16(POLLPRI), revents: 0)) }
+    for index in fds.indices { fds[index].revents = 0 }
     let count = poll(&fds, nfds_t(fds.count), timeoutMilliseconds)
     if count == 0 { return .timeout }
     if count < 0 { return errno == EINTR ? [] : .timeout }
     var reasons: WakeReasons = []
     for entry in fds where entry.revents != 0 {
       switch entry.fd {
-      case wakeRead:
-        var buffer = [UInt8](repeating: 0, count: 64)
-        while read(wakeRead, &buffer, buffer.count) > 0 {}
-        reasons.insert(.interrupted)
+      case signalFD: reasons.insert(.interrupted)
       case monitorFD: reasons.insert(.udev)
       case pressureFD: reasons.insert(.pressure)
       default: break

@@ -1,0 +1,2 @@
+/* Linux interfaces Swift's Glibc module does not export. */
+#include <sys/signalfd.h>
