@@ -1,3 +1,7 @@
+#if canImport(Glibc)
+  import Glibc
+#endif
+
 /// Byte-level helpers for the text files the kernel writes. They work on a
 /// buffer and index ranges so the hot readers (meminfo, vmstat) allocate no
 /// strings per line.
@@ -79,28 +83,46 @@ public enum KernelText {
 
   /// Calls `body(lineNumber, range)` for each line (without its `\n`). A file
   /// that holds a NUL byte is not kernel text: that throws, naming the line.
-  /// An empty last line (after the final `\n`) is not visited.
-  @inlinable
+  /// An empty last line (after the final `\n`) is not visited. Scans with
+  /// memchr: one pass for NUL, then a jump per line.
   public static func forEachLine(
     _ bytes: UnsafeBufferPointer<UInt8>, path: String,
     _ body: (Int, Range<Int>) throws(SourceError) -> Void
   ) throws(SourceError) {
+    let count = bytes.count
+    guard count > 0, let base = bytes.baseAddress else { return }
+    if let nul = memchr(base, 0, count) {
+      let offset = base.distance(to: nul.assumingMemoryBound(to: UInt8.self))
+      throw .malformed(path, line: lineNumber(bytes, at: offset), "NUL byte in text")
+    }
     var start = 0
     var number = 1
-    var index = 0
-    let count = bytes.count
-    while index < count {
-      let byte = bytes[index]
-      if byte == 0x0a {
-        try body(number, start..<index)
-        number += 1
-        start = index + 1
-      } else if byte == 0 {
-        throw .malformed(path, line: number, "NUL byte in text")
+    while start < count {
+      let end: Int
+      if let newline = memchr(base + start, 0x0a, count - start) {
+        end = base.distance(to: newline.assumingMemoryBound(to: UInt8.self))
+      } else {
+        end = count
       }
-      index += 1
+      try body(number, start..<end)
+      number += 1
+      start = end + 1
     }
-    if start < count { try body(number, start..<count) }
+  }
+
+  /// The 1-based line that holds byte `offset` (for error messages only).
+  public static func lineNumber(_ bytes: UnsafeBufferPointer<UInt8>, at offset: Int) -> Int {
+    var line = 1
+    for index in 0..<min(offset, bytes.count) where bytes[index] == 0x0a { line += 1 }
+    return line
+  }
+
+  /// The start of the line after the one holding `index`, or `bytes.count`.
+  public static func nextLine(_ bytes: UnsafeBufferPointer<UInt8>, after index: Int) -> Int {
+    guard index < bytes.count, let base = bytes.baseAddress,
+      let newline = memchr(base + index, 0x0a, bytes.count - index)
+    else { return bytes.count }
+    return base.distance(to: newline.assumingMemoryBound(to: UInt8.self)) + 1
   }
 
   /// First index of `byte` in `range`, or nil.

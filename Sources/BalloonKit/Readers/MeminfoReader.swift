@@ -139,8 +139,19 @@ public enum MeminfoReader {
     var name: String { key.description }
     var hasUnit: Bool { self != .hugePagesTotal }
 
+    /// The fields by key length: a line is compared only with keys as long as
+    /// its own (most meminfo lines match none).
+    static let byLength: [[Field]] = {
+      var table = [[Field]](repeating: [], count: 32)
+      for field in allCases { table[field.key.utf8CodeUnitCount].append(field) }
+      return table
+    }()
+
     static func match(_ bytes: UnsafeBufferPointer<UInt8>, _ key: Range<Int>) -> Field? {
-      for field in allCases where KernelText.equals(bytes, key, field.key) { return field }
+      guard key.count < byLength.count else { return nil }
+      for field in byLength[key.count] where KernelText.equals(bytes, key, field.key) {
+        return field
+      }
       return nil
     }
   }

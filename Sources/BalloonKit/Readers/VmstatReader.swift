@@ -1,5 +1,9 @@
 import SystemPackage
 
+#if canImport(Glibc)
+  import Glibc
+#endif
+
 /// `/proc/vmstat`, the counters balloonctl needs. Page counters are converted
 /// to bytes here with the kernel's page size (`Root.pageSize`); nil means this
 /// kernel prints no such line. Source: mm/vmstat.c, include/linux/vm_event_item.h.
@@ -37,50 +41,65 @@ public enum VmstatReader {
   }
 
   /// Each line is `name value`. Parsed by name, never by position (the order
-  /// changes between kernels); unknown names are skipped unparsed.
+  /// changes between kernels); unknown names are skipped unparsed. The file is
+  /// ~180 lines on 6.x and the daemon reads it every tick, so lines that
+  /// cannot match (first byte not n, b or o) are skipped with one memchr, and
+  /// line numbers are counted only for an error message.
   public static func parse(
     _ bytes: UnsafeBufferPointer<UInt8>, path: String, pageSize: UInt64
   ) throws(SourceError) -> Vmstat {
     var stat = Vmstat()
-    var sawAny = false
-    try KernelText.forEachLine(bytes, path: path) { number, line throws(SourceError) in
-      guard !line.isEmpty else { return }
-      guard let space = KernelText.firstIndex(of: 0x20, in: bytes, line) else {
-        throw .malformed(path, line: number, "no value in \(KernelText.quoted(bytes, line))")
+    let count = bytes.count
+    guard let base = bytes.baseAddress, bytes.contains(where: { $0 != 0x0a }) else {
+      throw .malformed(path, "empty")
+    }
+    if let nul = memchr(base, 0, count) {
+      let offset = base.distance(to: nul.assumingMemoryBound(to: UInt8.self))
+      throw .malformed(path, line: KernelText.lineNumber(bytes, at: offset), "NUL byte in text")
+    }
+    var start = 0
+    while start < count {
+      let first = bytes[start]
+      // Only names starting with "n", "b" or "o" can match.
+      guard first == 0x6e || first == 0x62 || first == 0x6f else {
+        start = KernelText.nextLine(bytes, after: start)
+        continue
       }
-      sawAny = true
-      let name = line.lowerBound..<space
-      // Only names starting with "n", "b" or "o" can match: skip the rest cheaply.
-      let first = bytes[name.lowerBound]
-      guard first == 0x6e || first == 0x62 || first == 0x6f else { return }
-      guard let field = Field.match(bytes, name) else { return }
-      let value = (space + 1)..<line.upperBound
-      let count: UInt64
-      switch KernelText.decimal(bytes, value) {
-      case .value(let parsed): count = parsed
-      case .overflow:
-        throw .malformed(path, line: number, "\"\(field.name)\" value overflows 64 bits")
-      case .notANumber:
+      let next = KernelText.nextLine(bytes, after: start)
+      let line = start..<(next > start && next <= count && bytes[next - 1] == 0x0a ? next - 1 : next)
+      start = next
+      guard let space = KernelText.firstIndex(of: 0x20, in: bytes, line) else {
         throw .malformed(
-          path, line: number,
-          "\"\(field.name)\" value \(KernelText.quoted(bytes, value)) is not a number")
+          path, line: KernelText.lineNumber(bytes, at: line.lowerBound),
+          "no value in \(KernelText.quoted(bytes, line))")
+      }
+      guard let field = Field.match(bytes, line.lowerBound..<space) else { continue }
+      let value = (space + 1)..<line.upperBound
+      func fail(_ what: String) -> SourceError {
+        .malformed(path, line: KernelText.lineNumber(bytes, at: line.lowerBound), what)
+      }
+      let number: UInt64
+      switch KernelText.decimal(bytes, value) {
+      case .value(let parsed): number = parsed
+      case .overflow: throw fail("\"\(field.name)\" value overflows 64 bits")
+      case .notANumber:
+        throw fail("\"\(field.name)\" value \(KernelText.quoted(bytes, value)) is not a number")
       }
       func bytesOf(_ pages: UInt64) throws(SourceError) -> UInt64 {
         guard let size = pages.times(pageSize) else {
-          throw .malformed(path, line: number, "\"\(field.name)\" value overflows 64 bits")
+          throw fail("\"\(field.name)\" value overflows 64 bits")
         }
         return size
       }
       switch field {
-      case .nrBalloonPages: stat.balloonBytes = try bytesOf(count)
-      case .balloonInflate: stat.balloonInflatedBytes = try bytesOf(count)
-      case .balloonDeflate: stat.balloonDeflatedBytes = try bytesOf(count)
-      case .follPinAcquired: stat.follPinAcquired = count
-      case .follPinReleased: stat.follPinReleased = count
-      case .oomKill: stat.oomKill = count
+      case .nrBalloonPages: stat.balloonBytes = try bytesOf(number)
+      case .balloonInflate: stat.balloonInflatedBytes = try bytesOf(number)
+      case .balloonDeflate: stat.balloonDeflatedBytes = try bytesOf(number)
+      case .follPinAcquired: stat.follPinAcquired = number
+      case .follPinReleased: stat.follPinReleased = number
+      case .oomKill: stat.oomKill = number
       }
     }
-    if !sawAny { throw .malformed(path, "empty") }
     return stat
   }
 
