@@ -88,6 +88,10 @@ public struct BalloonReading: Sendable, Equatable {
   public var deviceActualBytes: UInt64?
   /// Extra capability names (vmw `used capabilities`), appended to features.
   public var extraFeatures: [String]
+  /// virtio: the balloon_inflate − balloon_deflate events, when they exist.
+  /// They are summed over CPUs at read time, so they move at once, where the
+  /// `nr_balloon_pages` gauge is per-cpu batched and lags up to ~1 s.
+  public var eventCountBytes: UInt64?
 
   public init(
     device: BalloonDevice, current: Sourced, target: Sourced, deviceActualBytes: UInt64? = nil,
@@ -102,9 +106,15 @@ public struct BalloonReading: Sendable, Equatable {
 
   public var features: [String] { device.features + extraFeatures }
 
-  /// The best known present size: the device's own `actual` when probed,
-  /// else the kernel counter.
-  public var effectiveCurrentBytes: UInt64? { deviceActualBytes ?? current.bytes }
+  /// The size to decide on: the device's own `actual` when probed (exact),
+  /// else the larger of the kernel's gauge and its event count, so a fast
+  /// inflation is seen without the gauge's lag (and a deflation is believed
+  /// only once both agree). `current` stays the documented source.
+  public var effectiveCurrentBytes: UInt64? {
+    if let deviceActualBytes { return deviceActualBytes }
+    guard let events = eventCountBytes else { return current.bytes }
+    return max(current.bytes ?? 0, events)
+  }
 }
 
 /// virtio balloon and transport feature bits (uapi virtio_balloon.h, virtio_config.h).

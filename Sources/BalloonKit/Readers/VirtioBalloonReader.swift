@@ -55,7 +55,13 @@ public enum VirtioBalloonReader {
     let current = try current(
       meminfo: meminfo, vmstat: vmstat, vmstatPath: root.path(VmstatReader.path).string)
     let (target, actual) = target(device: device, probe: probe)
-    return BalloonReading(
+    var reading = BalloonReading(
       device: device, current: current, target: target, deviceActualBytes: actual)
+    if let inflated = vmstat.balloonInflatedBytes, let deflated = vmstat.balloonDeflatedBytes,
+      inflated >= deflated
+    {
+      reading.eventCountBytes = inflated - deflated
+    }
+    return reading
   }
 }
