@@ -81,6 +81,13 @@ def describe(name: str, r: dict) -> str:
                     f"(balloon back at 0 after {fmt_ms(wi.get('release_complete_ms'))}), "
                     f"interval {fmt_ms(r.get('interval_ms'))}, workload "
                     f"{'completed' if wi.get('workload_completed') else 'n/a' if not wi else 'FAILED'}")
+        re_ = r.get("with_reactive") or {}
+        if re_:
+            bits.append(f"with, reactive (--no-probe-target): OOM kills {re_.get('oom_kills')}, max balloon "
+                        f"{fmt_mib(re_.get('max_actual_bytes'))} vs limit {fmt_mib(re_.get('limit_bytes'))}, "
+                        f"over limit {fmt_ms(re_.get('over_limit_ms'))} (bound: interval {fmt_ms(re_.get('interval_ms'))}"
+                        f" + deflate {fmt_ms(re_.get('deflate_ms'))}), reaction {fmt_ms(re_.get('reaction_ms'))}, "
+                        f"workload {'completed' if re_.get('workload_completed') else 'FAILED'}")
     elif name == "hold_readmit":
         bits.append(f"release {fmt_ms(r.get('release_ms'))} (balloon at 0 after {fmt_ms(r.get('release_complete_ms'))}), "
                     f"readmit {fmt_ms(r.get('readmit_ms'))} (target reached after {fmt_ms(r.get('readmit_full_ms'))}), "
