@@ -149,26 +149,28 @@ public final class Controller {
 
     var decisions: [Decision] = []
     var performed: [(decision: Decision, error: ActuatorError?)] = []
-    let before = state
+    var changed = false
 
     // Balloons we see, then balloons we hold that discovery no longer shows
     // (a released vmw_balloon is unloaded; a virtio device may be unplugged).
-    var seen = Set<String>()
     for reading in readings {
-      seen.insert(BalloonRecord.key(kind: reading.device.kind, name: reading.device.name))
       let outcome = step(reading.device, reading: reading, snapshot: snapshot, now: now, wall: wall)
       decisions.append(outcome.decision)
       if let done = outcome.performed { performed.append(done) }
+      changed = changed || outcome.changed
     }
-    for record in state.balloons where record.hold.held && !seen.contains(record.key) {
+    for record in state.balloons where record.hold.held {
+      guard !readings.contains(where: { $0.device.kind == record.kind && $0.device.name == record.name })
+      else { continue }
       let device = BalloonDevice(kind: record.kind, name: record.name, sysPath: record.sysPath, driver: nil)
       let outcome = step(device, reading: nil, snapshot: snapshot, now: now, wall: wall)
       decisions.append(outcome.decision)
       if let done = outcome.performed { performed.append(done) }
+      changed = changed || outcome.changed
     }
 
     // Written on change only: a steady tick writes nothing.
-    if state.balloons != before.balloons { try persist(now: now, wall: wall) }
+    if changed { try persist(now: now, wall: wall) }
     return TickReport(snapshot: snapshot, decisions: decisions, performed: performed)
   }
 
@@ -176,9 +178,11 @@ public final class Controller {
   private func step(
     _ device: BalloonDevice, reading: BalloonReading?, snapshot: GuestSnapshot, now: Double,
     wall: Int64
-  ) -> (decision: Decision, performed: (decision: Decision, error: ActuatorError?)?) {
+  ) -> (decision: Decision, performed: (decision: Decision, error: ActuatorError?)?, changed: Bool) {
+    let index = state.balloons.firstIndex { $0.kind == device.kind && $0.name == device.name }
+    let stored = index.map { state.balloons[$0] }
     var record =
-      state.record(forKey: BalloonRecord.key(kind: device.kind, name: device.name))
+      stored
       ?? BalloonRecord(
         kind: device.kind, name: device.name, sysPath: device.sysPath, hold: config.policy.freshState)
     if reading != nil { record.sysPath = device.sysPath }
@@ -219,8 +223,13 @@ public final class Controller {
       record.lastDecision = decision
       record.lastDecisionAt = wall
     }
-    state.update(record)
-    return (decision, done)
+    guard record != stored else { return (decision, done, false) }
+    if let index {
+      state.balloons[index] = record
+    } else {
+      state.balloons.append(record)
+    }
+    return (decision, done, true)
   }
 
   /// Gives back every balloon this daemon holds (`--on-exit readmit`): rebinds
@@ -329,20 +338,24 @@ public final class Controller {
   }
 
   private func logDecision(_ decision: Decision, mode: ControlMode) {
-    let metadata: Logger.Metadata = [
-      "balloon": "\(decision.balloon)", "action": "\(decision.action.rawValue)", "reason": "\(decision.reason)",
-    ]
+    // The metadata is an autoclosure: built only if a line is written.
+    func metadata() -> Logger.Metadata {
+      [
+        "balloon": "\(decision.balloon)", "action": "\(decision.action.rawValue)",
+        "reason": "\(decision.reason)",
+      ]
+    }
     guard lastLogged[decision.balloon] != decision.action else {
-      logger.debug("tick", metadata: metadata)
+      logger.debug("tick", metadata: metadata())
       return
     }
     lastLogged[decision.balloon] = decision.action
     switch decision.action {
-    case .none: logger.info("steady", metadata: metadata)
-    case .alert: logger.warning("over the limit with no lever", metadata: metadata)
+    case .none: logger.info("steady", metadata: metadata())
+    case .alert: logger.warning("over the limit with no lever", metadata: metadata())
     case .release, .readmit, .setTarget:
       // Report mode: what enforce mode would do.
-      logger.notice("would \(decision.action.rawValue) \(decision.balloon)", metadata: metadata)
+      logger.notice("would \(decision.action.rawValue) \(decision.balloon)", metadata: metadata())
     }
   }
 

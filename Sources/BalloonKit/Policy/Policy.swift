@@ -53,20 +53,112 @@ public struct Decision: Sendable, Equatable {
 
   public var action: Action
   public var balloon: String
-  public var reason: String
+  /// Why, with its numbers; rendered to text only when shown or saved.
+  public var why: Reason
   /// set_target: the balloon size aimed for, and the `target_kb` to write.
   public var balloonTargetBytes: UInt64?
   public var xenTargetKiB: UInt64?
+
+  public var reason: String { why.description }
+
+  public init(
+    _ action: Action, balloon: String, why: Reason, balloonTargetBytes: UInt64? = nil,
+    xenTargetKiB: UInt64? = nil
+  ) {
+    self.action = action
+    self.balloon = balloon
+    self.why = why
+    self.balloonTargetBytes = balloonTargetBytes
+    self.xenTargetKiB = xenTargetKiB
+  }
 
   public init(
     _ action: Action, balloon: String, reason: String, balloonTargetBytes: UInt64? = nil,
     xenTargetKiB: UInt64? = nil
   ) {
-    self.action = action
-    self.balloon = balloon
-    self.reason = reason
-    self.balloonTargetBytes = balloonTargetBytes
-    self.xenTargetKiB = xenTargetKiB
+    self.init(
+      action, balloon: balloon, why: .text(reason), balloonTargetBytes: balloonTargetBytes,
+      xenTargetKiB: xenTargetKiB)
+  }
+
+  /// Why a decision was taken. The daemon decides every tick; formatting
+  /// sizes into text every tick would cost more than the decision itself.
+  public indirect enum Reason: Sendable, Equatable, CustomStringConvertible {
+    case underLimit(limit: UInt64, current: UInt64?, target: UInt64?)
+    case targetOverLimit(target: UInt64, limit: UInt64)
+    case currentOverLimit(current: UInt64, limit: UInt64)
+    case deflating(current: UInt64, target: UInt64)
+    case notPresent
+    case notBound
+    case deviceGone
+    case holdEndedOutside(Reason)
+    case readmitTarget(target: UInt64, threshold: UInt64, limit: UInt64, margin: Double)
+    case heldTargetAbove(target: UInt64, threshold: UInt64)
+    case heldBlindStarted(backoff: Double)
+    case heldBlindWaiting(remaining: Double)
+    case readmitBlind(backoff: Double)
+    case noLever(Reason)
+    case targetUnknown
+    case xenHoldAtLimit(target: UInt64, limit: UInt64)
+    case xenRestore(hostTarget: UInt64)
+    case xenRaise(limit: UInt64, hostTarget: UInt64)
+    case xenHeldAt(target: UInt64, hostTarget: UInt64, limit: UInt64)
+    case notWritable(Reason)
+    case hypervOver(current: UInt64, limit: UInt64)
+    case text(String)
+
+    public var description: String {
+      let h = ByteFormat.human
+      switch self {
+      case .underLimit(let limit, let current, let target):
+        return
+          "under the limit \(h(limit)) (current \(current.map(h) ?? "unknown"), target \(target.map(h) ?? "unknown"))"
+      case .targetOverLimit(let target, let limit):
+        return "target \(h(target)) exceeds the limit \(h(limit)) (preventive)"
+      case .currentOverLimit(let current, let limit):
+        return "current \(h(current)) exceeds the limit \(h(limit)) (reactive; target unknown)"
+      case .deflating(let current, let target):
+        return "current \(h(current)) is over the limit but deflating toward target \(h(target))"
+      case .notPresent: return "not present"
+      case .notBound: return "driver not bound (not by balloonctl)"
+      case .deviceGone: return "device gone while held; hold dropped"
+      case .holdEndedOutside(let inner): return "hold ended outside balloonctl; \(inner)"
+      case .readmitTarget(let target, let threshold, let limit, let margin):
+        return
+          "target \(h(target)) is at or below the re-admit threshold \(h(threshold)) (limit \(h(limit)) − \(Reason.percent(margin)))"
+      case .heldTargetAbove(let target, let threshold):
+        return "held: target \(h(target)) is above the re-admit threshold \(h(threshold))"
+      case .heldBlindStarted(let backoff):
+        return "held: target unknown; re-admit after a \(Reason.seconds(backoff)) back-off"
+      case .heldBlindWaiting(let remaining):
+        return "held: target unknown; re-admit in \(Reason.seconds(remaining))"
+      case .readmitBlind(let backoff):
+        return
+          "target unknown; back-off of \(Reason.seconds(backoff)) elapsed, re-admitting (released again if it crosses)"
+      case .noLever(let inner): return "\(inner); no lever available"
+      case .targetUnknown: return "target unknown"
+      case .xenHoldAtLimit(let target, let limit):
+        return "balloon target \(h(target)) exceeds the limit \(h(limit)); holding it at the limit"
+      case .xenRestore(let host):
+        return "the host's target \(h(host)) is under the limit again; restoring it"
+      case .xenRaise(let limit, let host):
+        return "the limit rose to \(h(limit)); raising the balloon toward the host's \(h(host))"
+      case .xenHeldAt(let target, let host, let limit):
+        return "held at \(h(target)) (host asked for \(h(host)), limit \(h(limit)))"
+      case .notWritable(let inner): return "\(inner); target_kb not writable"
+      case .hypervOver(let current, let limit):
+        return
+          "current \(h(current)) exceeds the limit \(h(limit)); Hyper-V has no safe lever (unbinding hv_balloon loses the pages until reboot)"
+      case .text(let text): return text
+      }
+    }
+
+    static func percent(_ fraction: Double) -> String { "\(Int((fraction * 100).rounded()))%" }
+
+    static func seconds(_ value: Double) -> String {
+      let whole = Int(value.rounded(.up))
+      return whole >= 120 && whole % 60 == 0 ? "\(whole / 60) min" : "\(whole) s"
+    }
   }
 }
 
@@ -148,7 +240,6 @@ public enum Policy {
     _ o: BalloonObservation, limit: UInt64, state: HoldState, now: Double, config: PolicyConfig
   ) -> (Decision, HoldState) {
     let name = o.name
-    let h = ByteFormat.human
     var state = state
 
     if state.held {
@@ -158,7 +249,7 @@ public enum Policy {
       if virtioGone {
         var fresh = config.freshState
         fresh.releases = state.releases
-        return (Decision(.none, balloon: name, reason: "device gone while held; hold dropped"), fresh)
+        return (Decision(.none, balloon: name, why: .deviceGone), fresh)
       }
       if o.present && o.bound {
         // Re-bound or re-loaded behind our back (or by our own re-admit that
@@ -169,10 +260,7 @@ public enum Policy {
         state.readmitNotBefore = nil
         let (decision, next) = releasable(o, limit: limit, state: state, now: now, config: config)
         if decision.action == .none {
-          return (
-            Decision(.none, balloon: name, reason: "hold ended outside balloonctl; " + decision.reason),
-            next
-          )
+          return (Decision(.none, balloon: name, why: .holdEndedOutside(decision.why)), next)
         }
         return (decision, next)
       }
@@ -189,25 +277,20 @@ public enum Policy {
           return (
             Decision(
               .readmit, balloon: name,
-              reason:
-                "target \(h(target)) is at or below the re-admit threshold \(h(threshold)) (limit \(h(limit)) − \(percent(config.margin)))"
-            ), next
+              why: .readmitTarget(target: target, threshold: threshold, limit: limit, margin: config.margin)),
+            next
           )
         }
         state.readmitNotBefore = nil
         return (
-          Decision(
-            .none, balloon: name,
-            reason: "held: target \(h(target)) is above the re-admit threshold \(h(threshold))"),
+          Decision(.none, balloon: name, why: .heldTargetAbove(target: target, threshold: threshold)),
           state
         )
       }
       guard let notBefore = state.readmitNotBefore else {
         state.readmitNotBefore = now + state.backoffSeconds
         return (
-          Decision(
-            .none, balloon: name,
-            reason: "held: target unknown; re-admit after a \(seconds(state.backoffSeconds)) back-off"),
+          Decision(.none, balloon: name, why: .heldBlindStarted(backoff: state.backoffSeconds)),
           state
         )
       }
@@ -219,17 +302,11 @@ public enum Policy {
         next.readmitNotBefore = nil
         next.blindReadmitAt = now
         return (
-          Decision(
-            .readmit, balloon: name,
-            reason:
-              "target unknown; back-off of \(seconds(state.backoffSeconds)) elapsed, re-admitting (released again if it crosses)"
-          ), next
+          Decision(.readmit, balloon: name, why: .readmitBlind(backoff: state.backoffSeconds)), next
         )
       }
       return (
-        Decision(
-          .none, balloon: name,
-          reason: "held: target unknown; re-admit in \(seconds(notBefore - now))"),
+        Decision(.none, balloon: name, why: .heldBlindWaiting(remaining: notBefore - now)),
         state
       )
     }
@@ -241,30 +318,24 @@ public enum Policy {
       state.backoffSeconds = config.initialBackoffSeconds
     }
     guard o.present, o.bound else {
-      let why = o.present ? "driver not bound (not by balloonctl)" : "not present"
-      return (Decision(.none, balloon: name, reason: why), state)
+      return (Decision(.none, balloon: name, why: o.present ? .notBound : .notPresent), state)
     }
 
-    var trigger: String?
+    var trigger: Decision.Reason?
     if let target = o.targetBytes {
       if target > limit {
-        trigger = "target \(h(target)) exceeds the limit \(h(limit)) (preventive)"
+        trigger = .targetOverLimit(target: target, limit: limit)
       } else if let current = o.currentBytes, current > limit {
-        return (
-          Decision(
-            .none, balloon: name,
-            reason: "current \(h(current)) is over the limit but deflating toward target \(h(target))"),
-          state
-        )
+        return (Decision(.none, balloon: name, why: .deflating(current: current, target: target)), state)
       }
     } else if let current = o.currentBytes, current > limit {
-      trigger = "current \(h(current)) exceeds the limit \(h(limit)) (reactive; target unknown)"
+      trigger = .currentOverLimit(current: current, limit: limit)
     }
     guard let trigger else {
-      return (Decision(.none, balloon: name, reason: underLimitReason(o, limit: limit)), state)
+      return (Decision(.none, balloon: name, why: underLimit(o, limit: limit)), state)
     }
     guard o.leverAvailable else {
-      return (Decision(.alert, balloon: name, reason: trigger + "; no lever available"), state)
+      return (Decision(.alert, balloon: name, why: .noLever(trigger)), state)
     }
     var next = state
     if next.blindReadmitAt != nil {
@@ -274,24 +345,23 @@ public enum Policy {
     }
     next.held = true
     next.since = now
-    next.reason = trigger
+    next.reason = trigger.description
     next.releases += 1
     // Unloading vmw_balloon takes its debugfs file, and with it the target:
     // that hold is blind from the start, so its back-off starts now too.
     let blindAfterRelease = o.targetBytes == nil || o.kind == .vmware
     next.readmitNotBefore = blindAfterRelease ? now + next.backoffSeconds : nil
-    return (Decision(.release, balloon: name, reason: trigger), next)
+    return (Decision(.release, balloon: name, why: trigger), next)
   }
 
   static func xen(_ o: BalloonObservation, limit: UInt64, state: HoldState, config: PolicyConfig)
     -> (Decision, HoldState)
   {
     let name = o.name
-    let h = ByteFormat.human
     guard o.present, let target = o.targetBytes, let reservation = o.xenReservationBytes,
       let observedKiB = o.xenTargetKiB
     else {
-      return (Decision(.none, balloon: name, reason: "target unknown"), state)
+      return (Decision(.none, balloon: name, why: .targetUnknown), state)
     }
     var state = state
     let ours = state.xenWrittenTargetKiB != nil && state.xenWrittenTargetKiB == observedKiB
@@ -302,11 +372,11 @@ public enum Policy {
       state.xenHostBalloonTargetBytes = nil
     }
 
-    func setTarget(_ balloon: UInt64, _ reason: String) -> (Decision, HoldState) {
+    func setTarget(_ balloon: UInt64, _ reason: Decision.Reason) -> (Decision, HoldState) {
       // target_kb rounded up, so the balloon's target lands at or below `balloon`.
       let kib = ((reservation > balloon ? reservation - balloon : 0) +| 1023) / 1024
       guard o.leverAvailable else {
-        return (Decision(.alert, balloon: name, reason: reason + "; target_kb not writable"), state)
+        return (Decision(.alert, balloon: name, why: .notWritable(reason)), state)
       }
       var next = state
       let restoresHost = balloon >= hostWish
@@ -314,16 +384,15 @@ public enum Policy {
       next.xenHostBalloonTargetBytes = restoresHost ? nil : hostWish
       next.held = !restoresHost
       if !restoresHost { next.releases += (state.held ? 0 : 1) }
-      next.reason = restoresHost ? nil : reason
+      next.reason = restoresHost ? nil : reason.description
       return (
-        Decision(.setTarget, balloon: name, reason: reason, balloonTargetBytes: balloon, xenTargetKiB: kib),
+        Decision(.setTarget, balloon: name, why: reason, balloonTargetBytes: balloon, xenTargetKiB: kib),
         next
       )
     }
 
     if target > limit {
-      return setTarget(
-        limit, "balloon target \(h(target)) exceeds the limit \(h(limit)); holding it at the limit")
+      return setTarget(limit, .xenHoldAtLimit(target: target, limit: limit))
     }
     if ours {
       let desired = min(hostWish, limit)
@@ -332,48 +401,29 @@ public enum Policy {
         return setTarget(
           desired,
           desired == hostWish
-            ? "the host's target \(h(hostWish)) is under the limit again; restoring it"
-            : "the limit rose to \(h(limit)); raising the balloon toward the host's \(h(hostWish))")
+            ? .xenRestore(hostTarget: hostWish) : .xenRaise(limit: limit, hostTarget: hostWish))
       }
       return (
-        Decision(
-          .none, balloon: name,
-          reason: "held at \(h(target)) (host asked for \(h(hostWish)), limit \(h(limit)))"),
+        Decision(.none, balloon: name, why: .xenHeldAt(target: target, hostTarget: hostWish, limit: limit)),
         state
       )
     }
-    return (Decision(.none, balloon: name, reason: underLimitReason(o, limit: limit)), state)
+    return (Decision(.none, balloon: name, why: underLimit(o, limit: limit)), state)
   }
 
   static func alertOnly(_ o: BalloonObservation, limit: UInt64, state: HoldState) -> (Decision, HoldState) {
-    let h = ByteFormat.human
     if let current = o.currentBytes, current > limit {
-      return (
-        Decision(
-          .alert, balloon: o.name,
-          reason:
-            "current \(h(current)) exceeds the limit \(h(limit)); Hyper-V has no safe lever (unbinding hv_balloon loses the pages until reboot)"
-        ), state
-      )
+      return (Decision(.alert, balloon: o.name, why: .hypervOver(current: current, limit: limit)), state)
     }
-    return (Decision(.none, balloon: o.name, reason: underLimitReason(o, limit: limit)), state)
+    return (Decision(.none, balloon: o.name, why: underLimit(o, limit: limit)), state)
   }
 
-  static func underLimitReason(_ o: BalloonObservation, limit: UInt64) -> String {
-    let h = ByteFormat.human
-    let current = o.currentBytes.map(h) ?? "unknown"
-    let target = o.targetBytes.map(h) ?? "unknown"
-    return "under the limit \(h(limit)) (current \(current), target \(target))"
+  static func underLimit(_ o: BalloonObservation, limit: UInt64) -> Decision.Reason {
+    .underLimit(limit: limit, current: o.currentBytes, target: o.targetBytes)
   }
 
   public static func readmitThreshold(_ limit: UInt64, _ config: PolicyConfig) -> UInt64 {
     BalloonLimit.floorProduct(1 - config.margin, limit)
   }
 
-  static func percent(_ fraction: Double) -> String { "\(Int((fraction * 100).rounded()))%" }
-
-  static func seconds(_ value: Double) -> String {
-    let whole = Int(value.rounded(.up))
-    return whole >= 120 && whole % 60 == 0 ? "\(whole / 60) min" : "\(whole) s"
-  }
 }
