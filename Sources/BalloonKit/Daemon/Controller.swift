@@ -74,6 +74,14 @@ public final class Controller {
   private var vmPinSum: UInt64?
   private var lastProcessScan = -Double.infinity
   private var lastFollOutstanding: UInt64?
+  /// The last /proc/vmstat read, its age in ticks, and whether the last tick
+  /// acted on a virtio size without the device's own `actual`.
+  private var lastVmstat: Vmstat?
+  private var ticksSinceVmstat = 0
+  private var virtioSizeFromCounters = false
+  /// How often /proc/vmstat is read when nothing needs it every tick (its
+  /// pin counters move slowly; a change of them triggers the process scan).
+  public static let vmstatEveryTicks = 10
   /// Per balloon, the last decision logged at notice, so a steady state is
   /// not re-logged every tick.
   private var lastLogged: [String: Decision.Action] = [:]
@@ -127,7 +135,7 @@ public final class Controller {
     }
 
     let meminfo = try readMeminfo()
-    let vmstat = try readVmstat()
+    let vmstat = try vmstatForTick(meminfo: meminfo)
     refreshVmPin(vmstat: vmstat, now: now)
 
     var readings: [BalloonReading] = []
@@ -141,6 +149,9 @@ public final class Controller {
         logger.warning("balloon unreadable", metadata: ["balloon": "\(device.name)", "error": "\(error)"])
         discoveryDue = true
       }
+    }
+    virtioSizeFromCounters = readings.contains {
+      $0.device.kind == .virtio && $0.deviceActualBytes == nil
     }
     let snapshot = GuestSnapshot.assemble(
       balloons: readings, meminfo: meminfo, vmstat: vmstat, vmPinSumBytes: vmPinSum,
@@ -377,6 +388,27 @@ public final class Controller {
     return try meminfoFile.withBytes { bytes throws(SourceError) in
       try MeminfoReader.parse(bytes, path: meminfoFile.path.string)
     }
+  }
+
+  /// /proc/vmstat (the costlier of the two files) is read every tick only
+  /// when it holds the freshest evidence of a size the daemon acts on: a
+  /// virtio balloon in enforce mode without the device's `actual` (the
+  /// balloon_inflate/deflate events lead the lagging gauge), or a kernel
+  /// without `Balloon:` in meminfo (< 6.15: the events are the only size).
+  /// Otherwise every `vmstatEveryTicks` ticks, for the pin counters.
+  private func vmstatForTick(meminfo: Meminfo) throws(SourceError) -> Vmstat {
+    let sizedByVmstat = devices.contains { $0.kind == .virtio || $0.kind == .hyperv }
+    let everyTick =
+      (sizedByVmstat && meminfo.balloon == nil)
+      || (config.mode == .enforce && virtioSizeFromCounters)
+    if let lastVmstat, !everyTick, ticksSinceVmstat + 1 < Self.vmstatEveryTicks {
+      ticksSinceVmstat += 1
+      return lastVmstat
+    }
+    let vmstat = try readVmstat()
+    lastVmstat = vmstat
+    ticksSinceVmstat = 0
+    return vmstat
   }
 
   private func readVmstat() throws(SourceError) -> Vmstat {

@@ -285,6 +285,33 @@ struct ControllerTests {
     #expect(limit - (reservationKiB * 1024 - written * 1024) < 1024)
   }
 
+  @Test("/proc/vmstat: every 10th tick when only the pin counters need it, every tick when it sizes an acted-on balloon")
+  func vmstatCadence() throws {
+    let h = try Harness("virtio-6.18")
+    try h.guest.addDriverControlFiles()
+    // Report mode on ≥ 6.15 (Balloon: in meminfo): vmstat only for the pin counters.
+    let report = h.controller(mode: .report)
+    let first = try report.tick(now: 0, wall: 0).snapshot.vmstat.follPinAcquired
+    try h.guest.set("/proc/vmstat", key: "nr_foll_pin_acquired", to: "\((first ?? 0) + 4096)")
+    var seen: [UInt64?] = []
+    for tick in 1...Controller.vmstatEveryTicks {
+      seen.append(try report.tick(now: Double(tick), wall: Int64(tick)).snapshot.vmstat.follPinAcquired)
+    }
+    #expect(seen.dropLast().allSatisfy { $0 == first })
+    #expect(seen.last == (first ?? 0) + 4096)
+
+    // Enforce mode without the device's actual: the events are the freshest
+    // size, so every tick reads them.
+    let enforce = h.controller(mode: .enforce)
+    let limit = try h.limit()
+    _ = try enforce.tick(now: 100, wall: 100)
+    let inflated = try #require(try enforce.tick(now: 101, wall: 101).snapshot.vmstat.balloonInflatedBytes)
+    try h.guest.set("/proc/vmstat", key: "balloon_inflate", to: "\((inflated + limit) / 4096)")
+    let next = try enforce.tick(now: 102, wall: 102)
+    #expect(next.snapshot.balloons.first?.effectiveCurrentBytes ?? 0 > limit)
+    #expect(next.decisions.map(\.action) == [.release])
+  }
+
   @Test("Hyper-V: over the limit is an alert; nothing is ever written")
   func hyperv() throws {
     let h = try Harness("hyperv")
