@@ -10,7 +10,7 @@
  *
  * Usage: floor [-w WARMUP] [-b BATCHES] [-n PER_BATCH] [-p PROC] meminfo|vmstat|both ...
  *        floor [-i INTERVAL_MS] [-b COUNT] cold
- *        floor [-i INTERVAL_MS] loop|loop-meminfo|loop-vmstat|sleep
+ *        floor [-i INTERVAL_MS] loop|loop-meminfo|loop-daemon|loop-vmstat|sleep
  *
  * meminfo, vmstat, both: the cost per read. WARMUP untimed iterations, then
  * BATCHES batches of PER_BATCH, each timed with CLOCK_MONOTONIC and
@@ -27,7 +27,9 @@
  *
  * loop: an idle C daemon, the floor for CPU per idle second: one thread that
  * sleeps in poll() for the interval, then reads both files, until SIGTERM or
- * SIGINT. loop-meminfo, loop-vmstat: reading one file only. sleep: no reads
+ * SIGINT. loop-meminfo, loop-vmstat: reading one file only. loop-daemon:
+ * meminfo every tick and vmstat every 10th, as balloonctl run reads them when
+ * no balloon it acts on is sized by vmstat. sleep: no reads
  * (the cost of waking up alone).
  */
 #define _GNU_SOURCE
@@ -45,7 +47,7 @@
 #define USAGE                                                                                   \
 	"usage: floor [-w WARMUP] [-b BATCHES] [-n PER_BATCH] [-p PROC] meminfo|vmstat|both ...\n" \
 	"       floor [-i INTERVAL_MS] [-b COUNT] cold\n"                                              \
-	"       floor [-i INTERVAL_MS] loop|loop-meminfo|loop-vmstat|sleep\n"
+	"       floor [-i INTERVAL_MS] loop|loop-meminfo|loop-daemon|loop-vmstat|sleep\n"
 
 /* The keys MeminfoReader and VmstatReader keep (Sources/BalloonKit/Readers). */
 static const char *const meminfo_keys[] = {
@@ -133,6 +135,16 @@ static void both(void)
 {
 	read_meminfo();
 	read_vmstat();
+}
+
+/* What balloonctl run reads when nothing needs vmstat every tick: meminfo
+ * every tick, vmstat every 10th (Controller.vmstatEveryTicks). */
+static void like_daemon(void)
+{
+	static unsigned tick;
+	read_meminfo();
+	if (tick++ % 10 == 0)
+		read_vmstat();
 }
 
 static uint64_t now_ns(clockid_t clock)
@@ -295,6 +307,8 @@ int main(int argc, char **argv)
 			idle_loop(interval_ms, both);
 		else if (strcmp(argv[i], "loop-meminfo") == 0)
 			idle_loop(interval_ms, read_meminfo);
+		else if (strcmp(argv[i], "loop-daemon") == 0)
+			idle_loop(interval_ms, like_daemon);
 		else if (strcmp(argv[i], "loop-vmstat") == 0)
 			idle_loop(interval_ms, read_vmstat);
 		else if (strcmp(argv[i], "sleep") == 0)
