@@ -1,7 +1,8 @@
 # balloonctl — build, run, test, prove.
 #
 #   make run     build, then show `balloonctl status` of this machine (read-only)
-#   make test    install test deps, build, run every unit and umockdev test
+#   make test    install test deps, build, run every unit, CLI and umockdev test
+#                and check `make install` into a temporary DESTDIR
 #   make e2e     boot real guest kernels under QEMU and prove the daemon there
 #   make bench   footprint: CPU per idle second, cost per tick, memory
 #   make install / uninstall   (PREFIX, DESTDIR honoured)
@@ -37,15 +38,19 @@ build: deps
 run: build
 	$(RELEASE_BIN) status
 
-# umockdev-backed suites need the preload; BALLOONCTL_REQUIRE_UMOCKDEV turns
-# "skipped for lack of umockdev" into a failure, so CI can never skip them.
+# Every unit, CLI and umockdev test, then the install layout of the release
+# build. umockdev-backed suites need the preload; BALLOONCTL_REQUIRE_UMOCKDEV
+# turns "skipped for lack of umockdev" into a failure, so CI never skips them.
 test:
 	scripts/deps.sh test
 	$(SWIFT) build --build-tests
 	BALLOONCTL_REQUIRE_UMOCKDEV=1 umockdev-wrapper $(SWIFT) test --skip-build
+	$(MAKE) build
+	BALLOONCTL_BIN=$(RELEASE_BIN) scripts/test-install.sh
 
-e2e:
-	e2e/run
+# The release binary as shipped, inside real guest kernels under QEMU.
+e2e: build
+	E2E_BALLOONCTL=$(RELEASE_BIN) e2e/run
 
 bench:
 	bench/run

@@ -234,10 +234,15 @@ public struct StateStore: Sendable {
     }
   }
 
+  /// Creates the directory and any missing parents (`mkdir -p`).
   public func ensureDirectory() throws(SourceError) {
-    let made = directory.withPlatformString { mkdir($0, 0o755) }
-    if made != 0 && errno != EEXIST {
-      throw SourceError(path: directory.string, .unreadable(Errno(rawValue: errno)))
+    var path = FilePath(directory.root.map { $0.string } ?? "")
+    for component in directory.components {
+      path.append(component)
+      let made = path.withPlatformString { mkdir($0, 0o755) }
+      if made != 0 && errno != EEXIST {
+        throw SourceError(path: path.string, .unreadable(Errno(rawValue: errno)))
+      }
     }
   }
 }

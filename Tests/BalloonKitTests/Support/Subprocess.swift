@@ -21,6 +21,12 @@ enum Balloonctl {
   }
 
   static func run(_ arguments: [String]) throws -> CommandResult {
+    try start(arguments).wait()
+  }
+
+  /// Starts the binary; its output is collected by `wait()` (keep it under a
+  /// pipe's 64 KiB, as the daemon's logs in a short test are).
+  static func start(_ arguments: [String]) throws -> RunningCommand {
     var out: [Int32] = [0, 0]
     var err: [Int32] = [0, 0]
     guard pipe(&out) == 0, pipe(&err) == 0 else { throw FixtureError("pipe", "") }
@@ -40,20 +46,15 @@ enum Balloonctl {
     let spawned = posix_spawn(&pid, binary, &actions, nil, argv, env)
     close(out[1])
     close(err[1])
-    defer {
+    guard spawned == 0 else {
       close(out[0])
       close(err[0])
+      throw FixtureError("posix_spawn", binary)
     }
-    guard spawned == 0 else { throw FixtureError("posix_spawn", binary) }
-    let stdout = drain(out[0])
-    let stderr = drain(err[0])
-    var status: Int32 = 0
-    while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
-    let code = status & 0x7f == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
-    return CommandResult(status: code, stdout: stdout, stderr: stderr)
+    return RunningCommand(pid: pid, stdout: out[0], stderr: err[0])
   }
 
-  private static func drain(_ fd: Int32) -> String {
+  static func drain(_ fd: Int32) -> String {
     var bytes: [UInt8] = []
     var buffer = [UInt8](repeating: 0, count: 65536)
     while true {
@@ -62,5 +63,34 @@ enum Balloonctl {
       bytes.append(contentsOf: buffer[0..<count])
     }
     return String(decoding: bytes, as: UTF8.self)
+  }
+}
+
+/// A started `balloonctl`: signal it, then wait for its exit and output.
+final class RunningCommand {
+  let pid: pid_t
+  private let stdout: Int32
+  private let stderr: Int32
+
+  init(pid: pid_t, stdout: Int32, stderr: Int32) {
+    self.pid = pid
+    self.stdout = stdout
+    self.stderr = stderr
+  }
+
+  deinit {
+    close(stdout)
+    close(stderr)
+  }
+
+  func signal(_ number: Int32) { kill(pid, number) }
+
+  func wait() -> CommandResult {
+    let out = Balloonctl.drain(stdout)
+    let err = Balloonctl.drain(stderr)
+    var status: Int32 = 0
+    while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+    let code = status & 0x7f == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+    return CommandResult(status: code, stdout: out, stderr: err)
   }
 }
