@@ -35,9 +35,7 @@ struct LimitCommand: ParsableCommand {
   func run() throws {
     _ = LogSetup.logger(level: global.level)
     let root = global.fileSystemRoot
-    let options = try reading.options(root: root)
-    let devices = try Discovery.discover(root: root)
-    let snapshot = try GuestSnapshotReader.read(root: root, devices: devices, options: options)
+    let snapshot = try reading.snapshot(root: root)
     let ram = try FirmwareMemmapReader.systemRAMBytes(root: root)
     let host = HostSettings.compute(
       limit: snapshot.limit,

@@ -41,7 +41,8 @@ struct StatusCommand: ParsableCommand {
   var processes: Int?
 
   @Option(
-    help: ArgumentHelp("Where balloonctl run keeps its state (below --root when given).", valueName: "dir"))
+    help: ArgumentHelp(
+      "Where balloonctl run keeps its state (below --root when given).", valueName: "dir"))
   var stateDir: String = "/run/balloonctl"
 
   func validate() throws {
@@ -53,9 +54,7 @@ struct StatusCommand: ParsableCommand {
   func run() throws {
     _ = LogSetup.logger(level: global.level)
     let root = global.fileSystemRoot
-    let options = try reading.options(root: root)
-    let devices = try Discovery.discover(root: root)
-    let snapshot = try GuestSnapshotReader.read(root: root, devices: devices, options: options)
+    let snapshot = try reading.snapshot(root: root)
     // The daemon's hold, from its state file: no device access of our own.
     var daemon: DaemonReport?
     var daemonProblem: String?
@@ -70,11 +69,13 @@ struct StatusCommand: ParsableCommand {
       if let daemonProblem { members.append(("daemon_error", .string(daemonProblem))) }
       print(JSONValue.object(members).rendered())
     } else {
-      var text = StatusText(snapshot: snapshot, processes: processes, color: isatty(1) == 1).render()
+      var text = StatusText(snapshot: snapshot, processes: processes, color: isatty(1) == 1)
+        .render()
       if let daemon {
         text += "\n\n" + daemon.lines(limitBytes: snapshot.limit.bytes).joined(separator: "\n")
       } else {
-        text += "\n\nDaemon    " + (daemonProblem ?? "no state: balloonctl run has not run since boot")
+        text +=
+          "\n\nDaemon    " + (daemonProblem ?? "no state: balloonctl run has not run since boot")
       }
       print(text)
     }

@@ -251,6 +251,14 @@ def page_align(b: float) -> int:
 TOL_MS = 150
 
 
+def verdict(res: dict, problems: list[str]) -> dict:
+    """A scenario's result: passed when no problem was found, else the reasons."""
+    res["passed"] = not problems
+    if problems:
+        res["reason"] = "; ".join(problems)
+    return res
+
+
 # --------------------------------------------------------------------------
 # balloonctl status --json: where the numbers are
 
@@ -324,10 +332,7 @@ def smoke(ctx: Context) -> dict:
         problems.append(f"guest still counts {pages_after} pages after deflating")
     if mt0 != mi.get("MemTotal"):
         problems.append(f"MemTotal moved with deflate-on-oom on: {mt0} -> {mi.get('MemTotal')} kB")
-    res["passed"] = not problems
-    if problems:
-        res["reason"] = "; ".join(problems)
-    return res
+    return verdict(res, problems)
 
 
 # --------------------------------------------------------------------------
@@ -388,10 +393,7 @@ def status(ctx: Context) -> dict:
                     problems.append(f"{size // MiB} MiB: status target {nums['target_bytes']} != host {size}")
             res["points"].append(pt)
         g.balloon(g.ram_bytes)
-    res["passed"] = not problems
-    if problems:
-        res["reason"] = "; ".join(problems)
-    return res
+    return verdict(res, problems)
 
 
 # --------------------------------------------------------------------------
@@ -587,10 +589,7 @@ def _kb_with(ctx: Context, probe_target: bool = True) -> dict:
         problems.append("virtio_balloon still bound while held")
     if not res["daemon_alive"]:
         problems.append("the daemon died")
-    res["passed"] = not problems
-    if problems:
-        res["reason"] = "; ".join(problems)
-    return res
+    return verdict(res, problems)
 
 
 @scenario("kb_failure", needs_daemon=True)
@@ -642,10 +641,7 @@ def kb_failure(ctx: Context) -> dict:
         problems.append("with balloonctl: " + str(with_half.get("reason")))
     if not reactive.get("passed") and reactive.get("reason") != NOT_IMPLEMENTED:
         problems.append("with balloonctl, reactive (--no-probe-target): " + str(reactive.get("reason")))
-    res["passed"] = not problems
-    if problems:
-        res["reason"] = "; ".join(problems)
-    return res
+    return verdict(res, problems)
 
 
 # --------------------------------------------------------------------------
@@ -746,10 +742,7 @@ def hold_readmit(ctx: Context) -> dict:
         problems.append("not (stably) re-admitted")
     if not res["daemon_alive"]:
         problems.append("the daemon died")
-    res["passed"] = not problems
-    if problems:
-        res["reason"] = "; ".join(problems)
-    return res
+    return verdict(res, problems)
 
 
 # --------------------------------------------------------------------------
@@ -820,10 +813,7 @@ def crash_safety(ctx: Context) -> dict:
         problems.append("not re-admitted after the target dropped")
     if not res["second_alive"]:
         problems.append("the restarted daemon died")
-    res["passed"] = not problems
-    if problems:
-        res["reason"] = "; ".join(problems)
-    return res
+    return verdict(res, problems)
 
 
 # --------------------------------------------------------------------------
@@ -869,10 +859,7 @@ def report_mode(ctx: Context) -> dict:
         problems.append(f"report mode logged an action: {res['acted_lines'][0]}")
     if not res["daemon_alive"]:
         problems.append("the daemon died")
-    res["passed"] = not problems
-    if problems:
-        res["reason"] = "; ".join(problems)
-    return res
+    return verdict(res, problems)
 
 
 # --------------------------------------------------------------------------
@@ -969,10 +956,7 @@ def hotplug(ctx: Context) -> dict:
         problems.append("no log line about the new device")
     if not res["held_new_device"] or res["bound_after_over"]:
         problems.append("the new device is not governed (over-limit target not held)")
-    res["passed"] = not problems
-    if problems:
-        res["reason"] = "; ".join(problems)
-    return res
+    return verdict(res, problems)
 
 
 # --------------------------------------------------------------------------
@@ -1039,7 +1023,4 @@ def deflate_on_oom(ctx: Context) -> dict:
         res.update(passed=False, reason=NOT_IMPLEMENTED,
                    detail=f"balloonctl status not available ({ctx.balloonctl_note})", problems=problems)
         return res
-    res["passed"] = not problems
-    if problems:
-        res["reason"] = "; ".join(problems)
-    return res
+    return verdict(res, problems)

@@ -14,9 +14,11 @@ public enum SystemFile {
   /// The whole file, or nil when it does not exist (ENOENT, ENOTDIR: the kernel
   /// or driver does not provide it). Any other failure throws, naming the file.
   public static func read(_ path: FilePath) throws(SourceError) -> [UInt8]? {
-    guard let fd = try openForReading(path) else { return nil }
-    defer { try? fd.close() }
-    return try readAll(fd, path: path.string)
+    // One reader of kernel files: a KeptOpenFile read once and closed.
+    let file = KeptOpenFile(path, capacity: 4096)
+    defer { file.close() }
+    guard try file.refresh() else { return nil }
+    return try file.withBytes { Array($0) }
   }
 
   /// Like `read`, for files that must exist: absent is an error too.
@@ -70,31 +72,6 @@ public enum SystemFile {
     }
   }
 
-  static func readAll(_ fd: FileDescriptor, path: String) throws(SourceError) -> [UInt8] {
-    var bytes: [UInt8] = []
-    var chunk = 4096
-    while true {
-      let start = bytes.count
-      bytes.append(contentsOf: repeatElement(0, count: chunk))
-      let count: Int
-      do {
-        count = try bytes.withUnsafeMutableBytes { buffer in
-          try fd.read(
-            fromAbsoluteOffset: Int64(start),
-            into: UnsafeMutableRawBufferPointer(rebasing: buffer[start...]),
-            retryOnInterrupt: true)
-        }
-      } catch let error as Errno {
-        throw SourceError(path: path, .unreadable(error))
-      } catch {
-        throw SourceError(path: path, .malformed(line: nil, "\(error)"))
-      }
-      bytes.removeLast(chunk - count)
-      if count == 0 { return bytes }
-      if bytes.count > sizeLimit { throw SourceError(path: path, .tooLarge(limit: sizeLimit)) }
-      chunk = min(chunk * 2, 65536)
-    }
-  }
 }
 
 /// A kernel file kept open and re-read from offset 0 on every tick, as earlyoom
@@ -140,7 +117,9 @@ public final class KeptOpenFile {
         // the next tick re-opens (or finds it absent).
         try? fd.close()
         self.fd = nil
-        if error == .noSuchFileOrDirectory || error == .operationNotSupportedByDevice { return false }
+        if error == .noSuchFileOrDirectory || error == .operationNotSupportedByDevice {
+          return false
+        }
         throw SourceError(path: path.string, .unreadable(error))
       } catch {
         throw SourceError(path: path.string, .malformed(line: nil, "\(error)"))
