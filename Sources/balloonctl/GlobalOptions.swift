@@ -21,7 +21,10 @@ struct GlobalOptions: ParsableArguments {
     completion: .directory)
   var root: String = "/"
 
-  @Option(help: "Lowest log level written to stderr (trace, debug, info, notice, warning, error, critical). (default: notice)")
+  @Option(
+    help:
+      "Lowest log level written to stderr (trace, debug, info, notice, warning, error, critical). (default: notice)"
+  )
   var logLevel: Logger.Level?
 
   /// The level to log at: --log-level, else notice.

@@ -47,41 +47,67 @@ struct RunCommand: ParsableCommand {
 
   @OptionGroup var global: GlobalOptions
 
-  @Option(help: "enforce: pull levers. report: log and publish what it would do, change nothing. (default: report, or BALLOONCTL_MODE)")
+  @Option(
+    help:
+      "enforce: pull levers. report: log and publish what it would do, change nothing. (default: report, or BALLOONCTL_MODE)"
+  )
   var mode: ControlMode?
 
-  @Option(help: ArgumentHelp("Seconds between ticks, 0.1 to 60. (default: 1)", valueName: "seconds"))
+  @Option(
+    help: ArgumentHelp("Seconds between ticks, 0.1 to 60. (default: 1)", valueName: "seconds"))
   var interval: Double?
 
-  @Option(help: ArgumentHelp("Re-admit when the target is at or below limit × (1 − margin), 0 to 0.5. (default: 0.05)", valueName: "m"))
+  @Option(
+    help: ArgumentHelp(
+      "Re-admit when the target is at or below limit × (1 − margin), 0 to 0.5. (default: 0.05)",
+      valueName: "m"))
   var margin: Double?
 
-  @Option(help: ArgumentHelp("Share of guest − pinned the balloon may take, 0 < f ≤ 1. (default: 0.65)", valueName: "f"))
+  @Option(
+    help: ArgumentHelp(
+      "Share of guest − pinned the balloon may take, 0 < f ≤ 1. (default: 0.65)", valueName: "f"))
   var fraction: Double?
 
   @Flag(
     inversion: .prefixedNo,
     help: ArgumentHelp(
       "Read the virtio target from the device's PCI config window (writes its window registers).",
-      discussion: "Default: on in enforce mode (the preventive hold needs the target), off in report mode."))
+      discussion:
+        "Default: on in enforce mode (the preventive hold needs the target), off in report mode."))
   var probeTarget: Bool?
 
-  @Option(help: ArgumentHelp("Levers that may be pulled: comma-separated virtio, vmware, xen, or none. (default: all)", valueName: "list"))
+  @Option(
+    help: ArgumentHelp(
+      "Levers that may be pulled: comma-separated virtio, vmware, xen, or none. (default: all)",
+      valueName: "list"))
   var levers: String?
 
-  @Flag(inversion: .prefixedNo, help: "Reload vmw_balloon with vmwballoon_shrinker_enable=1 when re-admitting. (default: no)")
+  @Flag(
+    inversion: .prefixedNo,
+    help: "Reload vmw_balloon with vmwballoon_shrinker_enable=1 when re-admitting. (default: no)")
   var vmwShrinker: Bool?
 
-  @Option(help: "What to do with a held balloon on SIGTERM/SIGINT: hold (keep it released; the next run resumes) or readmit. (default: hold)")
+  @Option(
+    help:
+      "What to do with a held balloon on SIGTERM/SIGINT: hold (keep it released; the next run resumes) or readmit. (default: hold)"
+  )
   var onExit: ExitPolicy?
 
-  @Option(help: ArgumentHelp("Settings file (KEY=VALUE lines). (default: /etc/default/balloonctl if it exists)", valueName: "file"), completion: .file())
+  @Option(
+    help: ArgumentHelp(
+      "Settings file (KEY=VALUE lines). (default: /etc/default/balloonctl if it exists)",
+      valueName: "file"), completion: .file())
   var config: String?
 
-  @Option(help: ArgumentHelp("Where the lock and state.json live.", valueName: "dir"), completion: .directory)
+  @Option(
+    help: ArgumentHelp("Where the lock and state.json live.", valueName: "dir"),
+    completion: .directory)
   var stateDir: String = "/run/balloonctl"
 
-  @Option(help: ArgumentHelp("Also write Prometheus metrics to <file> (node_exporter textfile collector) on every change.", valueName: "file"))
+  @Option(
+    help: ArgumentHelp(
+      "Also write Prometheus metrics to <file> (node_exporter textfile collector) on every change.",
+      valueName: "file"))
   var metricsFile: String?
 
   @Flag(help: "Run one tick, print it and exit.")
@@ -101,7 +127,8 @@ struct RunCommand: ParsableCommand {
       throw ValidationError("--fraction must be above 0 and at most 1, got \(fraction)")
     }
     if let levers, RunSettings.parseLevers(levers) == nil {
-      throw ValidationError("--levers takes virtio, vmware, xen separated by commas, or none; got \"\(levers)\"")
+      throw ValidationError(
+        "--levers takes virtio, vmware, xen separated by commas, or none; got \"\(levers)\"")
     }
     if json && !once { throw ValidationError("--json goes with --once") }
     if let metricsFile, !metricsFile.hasPrefix("/") {
@@ -123,20 +150,24 @@ struct RunCommand: ParsableCommand {
     let mode = self.mode ?? settings.mode ?? .report
     if mode == .enforce && !root.isLive {
       throw ValidationError(
-        "enforce mode acts on the live system; --root \(root) is a snapshot, so only --mode report is allowed")
+        "enforce mode acts on the live system; --root \(root) is a snapshot, so only --mode report is allowed"
+      )
     }
     let probe = probeTarget ?? settings.probeTarget ?? (mode == .enforce)
     if probe && !root.isLive {
       throw ValidationError("--probe-target needs a live device; it cannot be used with --root")
     }
-    let level = global.logLevel ?? settings.logLevel.flatMap(Logger.Level.init(rawValue:)) ?? .notice
+    let level =
+      global.logLevel ?? settings.logLevel.flatMap(Logger.Level.init(rawValue:)) ?? .notice
     return Resolved(
       mode: mode,
       interval: interval ?? settings.intervalSeconds ?? 1,
       margin: margin ?? settings.margin ?? PolicyConfig.default.margin,
       fraction: fraction ?? settings.fraction ?? BalloonLimit.defaultFraction,
       probe: probe,
-      levers: levers.flatMap(RunSettings.parseLevers) ?? settings.levers ?? [.virtio, .vmware, .xen],
+      levers: levers.flatMap(RunSettings.parseLevers) ?? settings.levers ?? [
+        .virtio, .vmware, .xen,
+      ],
       vmwShrinker: vmwShrinker ?? settings.vmwShrinker ?? false,
       onExit: onExit ?? settings.onExit ?? .hold,
       metricsFile: metricsFile ?? settings.metricsFile,
@@ -174,10 +205,12 @@ struct RunCommand: ParsableCommand {
     let controller = Controller(
       root: root,
       config: ControllerConfig(
-        mode: settings.mode, fraction: settings.fraction, policy: PolicyConfig(margin: settings.margin),
+        mode: settings.mode, fraction: settings.fraction,
+        policy: PolicyConfig(margin: settings.margin),
         intervalSeconds: settings.interval),
       actuators: settings.mode == .enforce
-        ? Actuators(root: root, vmwShrinker: settings.vmwShrinker, enabledLevers: settings.levers) : nil,
+        ? Actuators(root: root, vmwShrinker: settings.vmwShrinker, enabledLevers: settings.levers)
+        : nil,
       probe: settings.probe ? VirtioPCIWindowProbe(root: root) : nil,
       store: once && settings.mode == .report ? nil : store,
       previous: previous, pid: getpid(), logger: logger)
@@ -212,7 +245,8 @@ struct RunCommand: ParsableCommand {
     switch PressureTrigger.open(root: root) {
     case .success(let trigger): pressure = trigger
     case .failure(let error):
-      logger.info("no memory-pressure trigger; relying on the interval", metadata: ["error": "\(error)"])
+      logger.info(
+        "no memory-pressure trigger; relying on the interval", metadata: ["error": "\(error)"])
     }
     let waiter = Waiter(
       monitorFD: monitor?.fileDescriptor, pressureFD: pressure?.fileDescriptor,
@@ -223,13 +257,16 @@ struct RunCommand: ParsableCommand {
       metadata: [
         "mode": "\(settings.mode.rawValue)", "interval_s": "\(settings.interval)",
         "margin": "\(settings.margin)", "fraction": "\(settings.fraction)",
-        "probe_target": "\(settings.probe)", "levers": "\(settings.levers.map(\.rawValue).sorted())",
-        "on_exit": "\(settings.onExit.rawValue)", "udev": "\(monitor.map { "\($0.source)" } ?? "none")",
+        "probe_target": "\(settings.probe)",
+        "levers": "\(settings.levers.map(\.rawValue).sorted())",
+        "on_exit": "\(settings.onExit.rawValue)",
+        "udev": "\(monitor.map { "\($0.source)" } ?? "none")",
         "psi_window_s": "\(pressure.map { "\(Double($0.windowMicroseconds) / 1e6)" } ?? "none")",
       ])
     for record in controller.heldBalloons {
       logger.notice(
-        "resuming hold", metadata: ["balloon": "\(record.name)", "reason": "\(record.hold.reason ?? "")"])
+        "resuming hold",
+        metadata: ["balloon": "\(record.name)", "reason": "\(record.hold.reason ?? "")"])
     }
     // The first tick must work: a broken /proc is a startup error, not a log line.
     let first = try controller.tick()

@@ -121,18 +121,22 @@ public struct Actuators: Sendable {
   public func release(_ device: BalloonDevice) throws(ActuatorError) {
     switch device.kind {
     case .virtio:
-      try write(device.name, to: Actuators.virtioDriverDirectory + "/unbind", alreadyDone: .operationNotSupportedByDevice)
+      try write(
+        device.name, to: Actuators.virtioDriverDirectory + "/unbind",
+        alreadyDone: .operationNotSupportedByDevice)
     case .vmware:
       try modprobe(["-r", "vmw_balloon"])
     case .xen, .hyperv:
-      throw ActuatorError("\(device.kind.rawValue) balloons are not released; see set_target / alert")
+      throw ActuatorError(
+        "\(device.kind.rawValue) balloons are not released; see set_target / alert")
     }
   }
 
   public func readmit(_ device: BalloonDevice) throws(ActuatorError) {
     switch device.kind {
     case .virtio:
-      try write(device.name, to: Actuators.virtioDriverDirectory + "/bind", alreadyDone: .resourceBusy)
+      try write(
+        device.name, to: Actuators.virtioDriverDirectory + "/bind", alreadyDone: .resourceBusy)
     case .vmware:
       try modprobe(
         ["vmw_balloon"] + (vmwShrinker ? ["vmwballoon_shrinker_enable=1"] : []))
@@ -177,7 +181,8 @@ public struct Actuators: Sendable {
 
   static func explain(_ error: Errno) -> String {
     switch error {
-    case .permissionDenied, .notPermitted: "\(error) (not root, or a read-only /sys: check the unit's ReadWritePaths)"
+    case .permissionDenied, .notPermitted:
+      "\(error) (not root, or a read-only /sys: check the unit's ReadWritePaths)"
     case .resourceBusy: "\(error) (the device is busy)"
     case .operationNotSupportedByDevice, .noSuchAddressOrDevice: "\(error) (the device went away)"
     case .noSuchFileOrDirectory: "\(error) (no such lever on this kernel)"

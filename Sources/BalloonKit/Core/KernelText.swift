@@ -42,7 +42,8 @@ public enum KernelText {
 
   /// Range of `range` without leading and trailing spaces and tabs.
   @inlinable
-  public static func trimmed(_ bytes: UnsafeBufferPointer<UInt8>, _ range: Range<Int>) -> Range<Int> {
+  public static func trimmed(_ bytes: UnsafeBufferPointer<UInt8>, _ range: Range<Int>) -> Range<Int>
+  {
     var lower = range.lowerBound
     var upper = range.upperBound
     while lower < upper, bytes[lower] == 0x20 || bytes[lower] == 0x09 { lower += 1 }

@@ -105,7 +105,8 @@ public final class Controller {
     vmstatFile = KeptOpenFile(root.path(VmstatReader.path), capacity: 16384)
     var state = DaemonState(
       pid: pid, mode: config.mode.rawValue,
-      intervalMilliseconds: UInt64((config.intervalSeconds * 1000).rounded()), startedAt: Clock.wall())
+      intervalMilliseconds: UInt64((config.intervalSeconds * 1000).rounded()),
+      startedAt: Clock.wall())
     if let previous {
       // Resume holds (and their back-off) from a previous run, crashed or not.
       state.balloons = previous.balloons
@@ -142,11 +143,13 @@ public final class Controller {
     for device in devices {
       do {
         readings.append(
-          try BalloonReaders.read(device, root: root, meminfo: meminfo, vmstat: vmstat, probe: probe))
+          try BalloonReaders.read(
+            device, root: root, meminfo: meminfo, vmstat: vmstat, probe: probe))
       } catch {
         // The device may be going away under us (hot-unplug, module unload):
         // skip it this tick and look again.
-        logger.warning("balloon unreadable", metadata: ["balloon": "\(device.name)", "error": "\(error)"])
+        logger.warning(
+          "balloon unreadable", metadata: ["balloon": "\(device.name)", "error": "\(error)"])
         discoveryDue = true
       }
     }
@@ -171,9 +174,12 @@ public final class Controller {
       changed = changed || outcome.changed
     }
     for record in state.balloons where record.hold.held {
-      guard !readings.contains(where: { $0.device.kind == record.kind && $0.device.name == record.name })
+      guard
+        !readings.contains(where: { $0.device.kind == record.kind && $0.device.name == record.name }
+        )
       else { continue }
-      let device = BalloonDevice(kind: record.kind, name: record.name, sysPath: record.sysPath, driver: nil)
+      let device = BalloonDevice(
+        kind: record.kind, name: record.name, sysPath: record.sysPath, driver: nil)
       let outcome = step(device, reading: nil, snapshot: snapshot, now: now, wall: wall)
       decisions.append(outcome.decision)
       if let done = outcome.performed { performed.append(done) }
@@ -189,13 +195,15 @@ public final class Controller {
   private func step(
     _ device: BalloonDevice, reading: BalloonReading?, snapshot: GuestSnapshot, now: Double,
     wall: Int64
-  ) -> (decision: Decision, performed: (decision: Decision, error: ActuatorError?)?, changed: Bool) {
+  ) -> (decision: Decision, performed: (decision: Decision, error: ActuatorError?)?, changed: Bool)
+  {
     let index = state.balloons.firstIndex { $0.kind == device.kind && $0.name == device.name }
     let stored = index.map { state.balloons[$0] }
     var record =
       stored
       ?? BalloonRecord(
-        kind: device.kind, name: device.name, sysPath: device.sysPath, hold: config.policy.freshState)
+        kind: device.kind, name: device.name, sysPath: device.sysPath,
+        hold: config.policy.freshState)
     if reading != nil { record.sysPath = device.sysPath }
     let limit = snapshot.limit.bytes
     let observation = observe(device, reading: reading, held: record.hold.held)
@@ -252,7 +260,8 @@ public final class Controller {
       let device =
         devices.first { $0.kind == record.kind && $0.name == record.name }
         ?? BalloonDevice(kind: record.kind, name: record.name, sysPath: record.sysPath, driver: nil)
-      var decision = Decision(.readmit, balloon: record.name, reason: "stopping with --on-exit readmit")
+      var decision = Decision(
+        .readmit, balloon: record.name, reason: "stopping with --on-exit readmit")
       var error: ActuatorError?
       if record.kind == .xen {
         // Restore the host's wish: the reservation minus the balloon it asked for.
@@ -266,7 +275,8 @@ public final class Controller {
             xenTargetKiB: kib)
           error = act(decision, device: device, actuators: actuators)
         } else {
-          error = ActuatorError("\(record.name): the host's target is not known; target_kb left as is")
+          error = ActuatorError(
+            "\(record.name): the host's target is not known; target_kb left as is")
         }
       } else {
         error = act(decision, device: device, actuators: actuators)
@@ -288,10 +298,13 @@ public final class Controller {
     -> BalloonObservation
   {
     var observation = BalloonObservation(
-      kind: device.kind, name: device.name, present: reading != nil, bound: reading != nil && device.bound,
+      kind: device.kind, name: device.name, present: reading != nil,
+      bound: reading != nil && device.bound,
       currentBytes: reading?.effectiveCurrentBytes, targetBytes: reading?.target.bytes,
       leverAvailable: actuators?.leverAvailable(for: device, held: held) ?? true)
-    if device.kind == .xen, reading != nil, let xen = try? XenBalloonReader.read(device: device, root: root) {
+    if device.kind == .xen, reading != nil,
+      let xen = try? XenBalloonReader.read(device: device, root: root)
+    {
       observation.xenReservationBytes = xen.currentReservationBytes +| xen.balloonBytes
       observation.xenTargetKiB = xen.reservationTargetBytes / 1024
     }
@@ -303,19 +316,24 @@ public final class Controller {
     do {
       let meminfo = try readMeminfo()
       let vmstat = try readVmstat()
-      return try BalloonReaders.read(device, root: root, meminfo: meminfo, vmstat: vmstat, probe: probe)
+      return try BalloonReaders.read(
+        device, root: root, meminfo: meminfo, vmstat: vmstat, probe: probe)
     } catch {
       return nil
     }
   }
 
-  private func act(_ decision: Decision, device: BalloonDevice, actuators: Actuators) -> ActuatorError? {
+  private func act(_ decision: Decision, device: BalloonDevice, actuators: Actuators)
+    -> ActuatorError?
+  {
     do {
       switch decision.action {
       case .release: try actuators.release(device)
       case .readmit: try actuators.readmit(device)
       case .setTarget:
-        guard let kib = decision.xenTargetKiB else { return ActuatorError("set_target without target_kb") }
+        guard let kib = decision.xenTargetKiB else {
+          return ActuatorError("set_target without target_kb")
+        }
         try actuators.setXenTarget(device, kib: kib)
       case .none, .alert: return nil
       }
@@ -332,7 +350,8 @@ public final class Controller {
     error: ActuatorError?
   ) {
     var metadata: Logger.Metadata = [
-      "balloon": "\(device.name)", "kind": "\(device.kind.rawValue)", "action": "\(decision.action.rawValue)",
+      "balloon": "\(device.name)", "kind": "\(device.kind.rawValue)",
+      "action": "\(decision.action.rawValue)",
       "limit_bytes": "\(limit)", "reason": "\(decision.reason)",
     ]
     if let current = before?.effectiveCurrentBytes { metadata["before_bytes"] = "\(current)" }
@@ -435,7 +454,8 @@ public final class Controller {
       lastProcessScan = now
       lastFollOutstanding = outstanding
     } catch {
-      logger.warning("process scan failed; keeping the last Σ VmPin", metadata: ["error": "\(error)"])
+      logger.warning(
+        "process scan failed; keeping the last Σ VmPin", metadata: ["error": "\(error)"])
       lastProcessScan = now
     }
   }

@@ -105,7 +105,8 @@ public final class DaemonLoop {
       for (decision, error) in controller.readmitAll() {
         if let error {
           logger.error(
-            "re-admit at exit failed", metadata: ["balloon": "\(decision.balloon)", "error": "\(error)"])
+            "re-admit at exit failed",
+            metadata: ["balloon": "\(decision.balloon)", "error": "\(error)"])
         } else {
           logger.notice("re-admitted at exit", metadata: ["balloon": "\(decision.balloon)"])
         }

@@ -87,7 +87,9 @@ public final class PressureTrigger {
       }
       let spec = "some \(stallMicroseconds) \(window)"
       let written = spec.withCString { write(fd, $0, strlen($0) + 1) }
-      if written > 0 { return .success(PressureTrigger(fileDescriptor: fd, windowMicroseconds: window)) }
+      if written > 0 {
+        return .success(PressureTrigger(fileDescriptor: fd, windowMicroseconds: window))
+      }
       lastError = Errno(rawValue: errno)
       close(fd)
       guard lastError == .invalidArgument else { break }

@@ -43,7 +43,9 @@ public struct BalloonDevice: Sendable, Equatable {
   public var features: [String] { featureBits.map(VirtioFeature.name(ofBit:)) }
 
   /// virtio: the host enabled DEFLATE_ON_OOM (bit 2).
-  public var deflateOnOOM: Bool { kind == .virtio && featureBits.contains(VirtioFeature.deflateOnOOM) }
+  public var deflateOnOOM: Bool {
+    kind == .virtio && featureBits.contains(VirtioFeature.deflateOnOOM)
+  }
 
   /// Whether the driver takes ballooned pages out of MemTotal: virtio without
   /// DEFLATE_ON_OOM, Xen and Hyper-V do (adjust_managed_page_count); VMware

@@ -194,7 +194,9 @@ public struct PolicyConfig: Sendable, Equatable {
   public var initialBackoffSeconds: Double
   public var maxBackoffSeconds: Double
 
-  public init(margin: Double = 0.05, initialBackoffSeconds: Double = 30, maxBackoffSeconds: Double = 600) {
+  public init(
+    margin: Double = 0.05, initialBackoffSeconds: Double = 30, maxBackoffSeconds: Double = 600
+  ) {
     self.margin = margin
     self.initialBackoffSeconds = initialBackoffSeconds
     self.maxBackoffSeconds = maxBackoffSeconds
@@ -277,13 +279,15 @@ public enum Policy {
           return (
             Decision(
               .readmit, balloon: name,
-              why: .readmitTarget(target: target, threshold: threshold, limit: limit, margin: config.margin)),
+              why: .readmitTarget(
+                target: target, threshold: threshold, limit: limit, margin: config.margin)),
             next
           )
         }
         state.readmitNotBefore = nil
         return (
-          Decision(.none, balloon: name, why: .heldTargetAbove(target: target, threshold: threshold)),
+          Decision(
+            .none, balloon: name, why: .heldTargetAbove(target: target, threshold: threshold)),
           state
         )
       }
@@ -326,7 +330,9 @@ public enum Policy {
       if target > limit {
         trigger = .targetOverLimit(target: target, limit: limit)
       } else if let current = o.currentBytes, current > limit {
-        return (Decision(.none, balloon: name, why: .deflating(current: current, target: target)), state)
+        return (
+          Decision(.none, balloon: name, why: .deflating(current: current, target: target)), state
+        )
       }
     } else if let current = o.currentBytes, current > limit {
       trigger = .currentOverLimit(current: current, limit: limit)
@@ -386,7 +392,8 @@ public enum Policy {
       if !restoresHost { next.releases += (state.held ? 0 : 1) }
       next.reason = restoresHost ? nil : reason.description
       return (
-        Decision(.setTarget, balloon: name, why: reason, balloonTargetBytes: balloon, xenTargetKiB: kib),
+        Decision(
+          .setTarget, balloon: name, why: reason, balloonTargetBytes: balloon, xenTargetKiB: kib),
         next
       )
     }
@@ -404,16 +411,21 @@ public enum Policy {
             ? .xenRestore(hostTarget: hostWish) : .xenRaise(limit: limit, hostTarget: hostWish))
       }
       return (
-        Decision(.none, balloon: name, why: .xenHeldAt(target: target, hostTarget: hostWish, limit: limit)),
+        Decision(
+          .none, balloon: name, why: .xenHeldAt(target: target, hostTarget: hostWish, limit: limit)),
         state
       )
     }
     return (Decision(.none, balloon: name, why: underLimit(o, limit: limit)), state)
   }
 
-  static func alertOnly(_ o: BalloonObservation, limit: UInt64, state: HoldState) -> (Decision, HoldState) {
+  static func alertOnly(_ o: BalloonObservation, limit: UInt64, state: HoldState) -> (
+    Decision, HoldState
+  ) {
     if let current = o.currentBytes, current > limit {
-      return (Decision(.alert, balloon: o.name, why: .hypervOver(current: current, limit: limit)), state)
+      return (
+        Decision(.alert, balloon: o.name, why: .hypervOver(current: current, limit: limit)), state
+      )
     }
     return (Decision(.none, balloon: o.name, why: underLimit(o, limit: limit)), state)
   }

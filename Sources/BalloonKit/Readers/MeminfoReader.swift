@@ -62,7 +62,8 @@ public enum MeminfoReader {
       var value = KernelText.trimmed(bytes, (colon + 1)..<line.upperBound)
       var scale: UInt64 = 1
       if field.hasUnit {
-        guard value.count > 3, KernelText.equals(bytes, (value.upperBound - 3)..<value.upperBound, " kB")
+        guard value.count > 3,
+          KernelText.equals(bytes, (value.upperBound - 3)..<value.upperBound, " kB")
         else {
           throw .malformed(
             path, line: number,

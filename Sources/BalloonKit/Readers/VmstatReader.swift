@@ -66,7 +66,8 @@ public enum VmstatReader {
         continue
       }
       let next = KernelText.nextLine(bytes, after: start)
-      let line = start..<(next > start && next <= count && bytes[next - 1] == 0x0a ? next - 1 : next)
+      let line =
+        start..<(next > start && next <= count && bytes[next - 1] == 0x0a ? next - 1 : next)
       start = next
       guard let space = KernelText.firstIndex(of: 0x20, in: bytes, line) else {
         throw .malformed(

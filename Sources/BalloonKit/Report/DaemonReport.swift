@@ -56,14 +56,17 @@ public struct DaemonReport: Sendable {
         lines.append("  \(record.name)  HELD since \(since): \(hold.reason ?? "")")
         if record.kind == .xen {
           if let wish = hold.xenHostBalloonTargetBytes {
-            lines.append("    host asked for \(ByteFormat.human(wish)); held at the limit until it fits")
+            lines.append(
+              "    host asked for \(ByteFormat.human(wish)); held at the limit until it fits")
           }
         } else if let notBefore = hold.readmitNotBefore {
           lines.append(
-            "    target unknown: re-admit at \(Self.clock(state.wallTime(ofBoottime: notBefore))) (back-off \(Int(hold.backoffSeconds)) s)")
+            "    target unknown: re-admit at \(Self.clock(state.wallTime(ofBoottime: notBefore))) (back-off \(Int(hold.backoffSeconds)) s)"
+          )
         } else if let limitBytes {
           lines.append(
-            "    re-admit when the target is at or below \(ByteFormat.human(Policy.readmitThreshold(limitBytes, policy)))")
+            "    re-admit when the target is at or below \(ByteFormat.human(Policy.readmitThreshold(limitBytes, policy)))"
+          )
         }
       } else {
         lines.append("  \(record.name)  not held (released \(hold.releases)× so far)")
@@ -103,7 +106,8 @@ public struct DaemonReport: Sendable {
               ("releases", .integer(UInt64(max(0, hold.releases)))),
               (
                 "last_decision",
-                record.lastDecision.map { DecisionJSON.json($0, at: record.lastDecisionAt) } ?? .null
+                record.lastDecision.map { DecisionJSON.json($0, at: record.lastDecisionAt) }
+                  ?? .null
               ),
             ])
           })

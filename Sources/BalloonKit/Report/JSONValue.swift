@@ -27,8 +27,12 @@ public indirect enum JSONValue: Sendable, Equatable {
   }
 
   /// `nil` becomes `null`.
-  public static func optional(_ value: UInt64?) -> JSONValue { value.map(JSONValue.integer) ?? .null }
-  public static func optional(_ value: String?) -> JSONValue { value.map(JSONValue.string) ?? .null }
+  public static func optional(_ value: UInt64?) -> JSONValue {
+    value.map(JSONValue.integer) ?? .null
+  }
+  public static func optional(_ value: String?) -> JSONValue {
+    value.map(JSONValue.string) ?? .null
+  }
 
   /// The member `key` of an object, or nil.
   public subscript(key: String) -> JSONValue? {

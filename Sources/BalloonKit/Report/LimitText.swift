@@ -41,17 +41,22 @@ public struct LimitText {
       ? "MemTotal"
       : "MemTotal \(h(snapshot.meminfo.memTotal)) + ballooned pages the driver took out of it"
     lines.append(row("  ", "guest", h(limit.guestBytes), guestSource))
-    lines.append(row("− ", "pinned", h(pinned.totalBytes), "hugetlb + locked + dma + kernel + unswappable"))
+    lines.append(
+      row("− ", "pinned", h(pinned.totalBytes), "hugetlb + locked + dma + kernel + unswappable"))
     if explain {
       lines += explainPinned()
     }
-    lines.append(row("= ", "reclaimable", h(limit.reclaimableBytes), "what the balloon could take at all"))
     lines.append(
-      row("× ", "fraction", ByteFormat.fraction(limit.fraction), "VMware's default balloon cap (--fraction)"))
+      row("= ", "reclaimable", h(limit.reclaimableBytes), "what the balloon could take at all"))
+    lines.append(
+      row(
+        "× ", "fraction", ByteFormat.fraction(limit.fraction),
+        "VMware's default balloon cap (--fraction)"))
     lines.append(row("= ", "", h(limit.fractionBytes), "\(limit.fractionBytes) bytes"))
     switch swapCheck {
     case .sufficient:
-      lines.append("    swap \(h(snapshot.meminfo.swapTotal)) is at least that, so swap does not lower it")
+      lines.append(
+        "    swap \(h(snapshot.meminfo.swapTotal)) is at least that, so swap does not lower it")
     case .bounding:
       lines.append(
         "    swap \(h(snapshot.meminfo.swapTotal)) is less: the balloon must not exceed guest swap,"
@@ -79,7 +84,8 @@ public struct LimitText {
     switch swapCheck {
     case .sufficient:
       lines.append(
-        "Swap    \(h(snapshot.meminfo.swapTotal)) ≥ limit \(h(limit.bytes)): enough for the balloon to push out")
+        "Swap    \(h(snapshot.meminfo.swapTotal)) ≥ limit \(h(limit.bytes)): enough for the balloon to push out"
+      )
     case .bounding:
       lines.append(
         "Swap    \(h(snapshot.meminfo.swapTotal)) bounds the limit; more guest swap would allow up to "
@@ -94,7 +100,9 @@ public struct LimitText {
   }
 
   /// `  − pinned       2.0 GiB     why`: sign, label, value, note in fixed columns.
-  func row(_ sign: String, _ label: String, _ value: String, _ note: String, nested: Bool = false) -> String {
+  func row(_ sign: String, _ label: String, _ value: String, _ note: String, nested: Bool = false)
+    -> String
+  {
     let head = "  " + sign + (nested ? "  " : "") + label
     return ByteFormat.padded(head, 19) + ByteFormat.padded(value, 12) + note
   }
@@ -107,32 +115,47 @@ public struct LimitText {
     let h = ByteFormat.human
     var lines: [String] = []
     lines.append(
-      row("  ", "hugetlb", h(p.hugetlbBytes), "\(p.hugetlbSource): huge pages are never swapped or ballooned", nested: true))
+      row(
+        "  ", "hugetlb", h(p.hugetlbBytes),
+        "\(p.hugetlbSource): huge pages are never swapped or ballooned", nested: true))
     lines.append(
-      row("  ", "locked", h(p.lockedBytes), "max(Mlocked \(opt(m.mlocked)), Unevictable \(opt(m.unevictable)))", nested: true))
-    let pins = "Σ VmPin \(p.vmPinSumBytes.map(h) ?? "not scanned"), FOLL_PIN refs × 4 KiB \(p.follPinOutstandingBytes.map(h) ?? "n/a")"
+      row(
+        "  ", "locked", h(p.lockedBytes),
+        "max(Mlocked \(opt(m.mlocked)), Unevictable \(opt(m.unevictable)))", nested: true))
+    let pins =
+      "Σ VmPin \(p.vmPinSumBytes.map(h) ?? "not scanned"), FOLL_PIN refs × 4 KiB \(p.follPinOutstandingBytes.map(h) ?? "n/a")"
     lines.append(row("  ", "dma", h(p.dmaPinnedBytes), "max(\(pins))", nested: true))
     lines.append(
-      row("  ", "kernel", h(p.kernelBytes), "SUnreclaim + KernelStack + PageTables + SecPageTables + Percpu", nested: true))
+      row(
+        "  ", "kernel", h(p.kernelBytes),
+        "SUnreclaim + KernelStack + PageTables + SecPageTables + Percpu", nested: true))
     if m.swapTotal == 0 {
       lines.append(
-        row("  ", "unswappable", h(p.unswappableBytes), "no swap: AnonPages \(opt(m.anonPages)) + Shmem \(opt(m.shmem)) − locked", nested: true))
+        row(
+          "  ", "unswappable", h(p.unswappableBytes),
+          "no swap: AnonPages \(opt(m.anonPages)) + Shmem \(opt(m.shmem)) − locked", nested: true))
     } else {
       lines.append(
-        row("  ", "unswappable", h(p.unswappableBytes), "swap exists, so anonymous memory can leave RAM", nested: true))
+        row(
+          "  ", "unswappable", h(p.unswappableBytes),
+          "swap exists, so anonymous memory can leave RAM", nested: true))
     }
     return lines
   }
 
   func explainSources() -> [String] {
     var lines = ["", "Sources"]
-    lines.append("  /proc/meminfo  MemTotal, Mlocked, Unevictable, Hugetlb, SUnreclaim, KernelStack,")
+    lines.append(
+      "  /proc/meminfo  MemTotal, Mlocked, Unevictable, Hugetlb, SUnreclaim, KernelStack,")
     lines.append("                 PageTables, SecPageTables, Percpu, AnonPages, Shmem, SwapTotal")
-    lines.append("  /proc/vmstat   nr_foll_pin_acquired − nr_foll_pin_released (outstanding DMA pins)")
-    lines.append("  /proc/*/status VmPin (pinned_vm: RDMA, io_uring, iommufd), summed over processes")
+    lines.append(
+      "  /proc/vmstat   nr_foll_pin_acquired − nr_foll_pin_released (outstanding DMA pins)")
+    lines.append(
+      "  /proc/*/status VmPin (pinned_vm: RDMA, io_uring, iommufd), summed over processes")
     for balloon in snapshot.balloons where balloon.device.removesFromMemTotal {
       lines.append(
-        "  \(balloon.device.name): its driver takes ballooned pages out of MemTotal, so guest adds them back")
+        "  \(balloon.device.name): its driver takes ballooned pages out of MemTotal, so guest adds them back"
+      )
     }
     return lines
   }

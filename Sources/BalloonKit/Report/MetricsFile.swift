@@ -28,8 +28,12 @@ public final class MetricsFile {
     } catch {
       throw SourceError(path: temporary.string, .malformed(line: nil, "\(error)"))
     }
-    let renamed = temporary.withPlatformString { from in path.withPlatformString { rename(from, $0) } }
-    guard renamed == 0 else { throw SourceError(path: path.string, .unreadable(Errno(rawValue: errno))) }
+    let renamed = temporary.withPlatformString { from in
+      path.withPlatformString { rename(from, $0) }
+    }
+    guard renamed == 0 else {
+      throw SourceError(path: path.string, .unreadable(Errno(rawValue: errno)))
+    }
     last = text
   }
 
@@ -52,8 +56,10 @@ public final class MetricsFile {
     family(
       "pinned_bytes", "Memory the balloon cannot take, by cause.",
       [
-        ("cause=\"hugetlb\"", mib(pinned.hugetlbBytes)), ("cause=\"locked\"", mib(pinned.lockedBytes)),
-        ("cause=\"dma\"", mib(pinned.dmaPinnedBytes)), ("cause=\"kernel\"", mib(pinned.kernelBytes)),
+        ("cause=\"hugetlb\"", mib(pinned.hugetlbBytes)),
+        ("cause=\"locked\"", mib(pinned.lockedBytes)),
+        ("cause=\"dma\"", mib(pinned.dmaPinnedBytes)),
+        ("cause=\"kernel\"", mib(pinned.kernelBytes)),
         ("cause=\"unswappable\"", mib(pinned.unswappableBytes)),
       ])
     func labels(_ device: BalloonDevice) -> String {
@@ -61,7 +67,9 @@ public final class MetricsFile {
     }
     family(
       "balloon_current_bytes", "The balloon's size (memory taken from the guest).",
-      snapshot.balloons.compactMap { b in b.effectiveCurrentBytes.map { (labels(b.device), mib($0)) } })
+      snapshot.balloons.compactMap { b in
+        b.effectiveCurrentBytes.map { (labels(b.device), mib($0)) }
+      })
     family(
       "balloon_target_bytes", "The host's target for the balloon, where known.",
       snapshot.balloons.compactMap { b in b.target.bytes.map { (labels(b.device), mib($0)) } })

@@ -71,7 +71,8 @@ public struct StatusText {
 
   func sourced(_ value: Sourced) -> String {
     switch value {
-    case .known(let bytes, let source): ByteFormat.padded(ByteFormat.human(bytes), 11) + "(\(source))"
+    case .known(let bytes, let source):
+      ByteFormat.padded(ByteFormat.human(bytes), 11) + "(\(source))"
     case .unknown(let reason): ByteFormat.padded("unknown", 11) + "(\(reason))"
     }
   }

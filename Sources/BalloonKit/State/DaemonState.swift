@@ -120,7 +120,9 @@ public struct DaemonState: Sendable, Equatable {
     } catch {
       throw .malformed(path, "not JSON (\(error))")
     }
-    func field<T>(_ value: JSONValue?, _ name: String, _ get: (JSONValue) -> T?) throws(SourceError) -> T {
+    func field<T>(_ value: JSONValue?, _ name: String, _ get: (JSONValue) -> T?) throws(SourceError)
+      -> T
+    {
       guard let value, let result = get(value) else {
         throw .malformed(path, "missing or invalid \"\(name)\"")
       }
@@ -136,8 +138,12 @@ public struct DaemonState: Sendable, Equatable {
       mode: try field(document["mode"], "mode") { $0.string },
       intervalMilliseconds: try field(document["interval_ms"], "interval_ms") { $0.uint64 },
       startedAt: try field(document["started_at"], "started_at") { $0.double.map { Int64($0) } })
-    state.updatedAt = try field(document["updated_at"], "updated_at") { $0.double.map { Int64($0) } }
-    state.updatedBoottime = try field(document["updated_boottime"], "updated_boottime") { $0.double }
+    state.updatedAt = try field(document["updated_at"], "updated_at") {
+      $0.double.map { Int64($0) }
+    }
+    state.updatedBoottime = try field(document["updated_boottime"], "updated_boottime") {
+      $0.double
+    }
     state.limitBytes = document["limit_bytes"]?.uint64
     let balloons = try field(document["balloons"], "balloons") { $0.array }
     for entry in balloons {

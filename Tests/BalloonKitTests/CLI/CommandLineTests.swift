@@ -34,7 +34,9 @@ struct CommandLineTests {
     for key in ["total_bytes", "guest_bytes", "swap_total_bytes", "pinned_bytes"] {
       #expect(memory[key]?.uint64 != nil, "memory.\(key)")
     }
-    for key in ["hugetlb_bytes", "locked_bytes", "dma_pinned_bytes", "kernel_bytes", "unswappable_bytes"] {
+    for key in [
+      "hugetlb_bytes", "locked_bytes", "dma_pinned_bytes", "kernel_bytes", "unswappable_bytes",
+    ] {
       #expect(memory["pinned"]?[key]?.uint64 != nil, "memory.pinned.\(key)")
     }
     let limit = try #require(doc["limit"])
@@ -107,7 +109,9 @@ struct CommandLineTests {
   func hypervOnce() throws {
     let guest = try SimulatedGuest("hyperv")
     let root = guest.tree.base.string
-    try guest.set("/sys/kernel/debug/hv-balloon", key: "pages_ballooned", to: " \(try limit(of: root) * 5 / 4096)")
+    try guest.set(
+      "/sys/kernel/debug/hv-balloon", key: "pages_ballooned",
+      to: " \(try limit(of: root) * 5 / 4096)")
     let doc = try json(["run", "--once", "--mode", "report", "--root", root, "--json"])
     #expect(doc["decision"]?["action"] == .string("alert"))
     #expect(doc["decision"]?["reason"]?.string?.contains("Hyper-V") == true)
@@ -133,17 +137,29 @@ struct CommandLineTests {
   }
 
   static let refusals: [Refusal] = [
-    Refusal(arguments: ["run", "--once", "--mode", "enforce", "--root", "ROOT"], status: 64, says: "only --mode report"),
-    Refusal(arguments: ["run", "--once", "--probe-target", "--root", "ROOT"], status: 64, says: "--probe-target"),
-    Refusal(arguments: ["status", "--probe-target", "--root", "ROOT"], status: 64, says: "--probe-target"),
-    Refusal(arguments: ["run", "--interval", "0.05", "--root", "ROOT"], status: 64, says: "--interval"),
-    Refusal(arguments: ["run", "--interval", "61", "--root", "ROOT"], status: 64, says: "--interval"),
+    Refusal(
+      arguments: ["run", "--once", "--mode", "enforce", "--root", "ROOT"], status: 64,
+      says: "only --mode report"),
+    Refusal(
+      arguments: ["run", "--once", "--probe-target", "--root", "ROOT"], status: 64,
+      says: "--probe-target"),
+    Refusal(
+      arguments: ["status", "--probe-target", "--root", "ROOT"], status: 64, says: "--probe-target"),
+    Refusal(
+      arguments: ["run", "--interval", "0.05", "--root", "ROOT"], status: 64, says: "--interval"),
+    Refusal(
+      arguments: ["run", "--interval", "61", "--root", "ROOT"], status: 64, says: "--interval"),
     Refusal(arguments: ["run", "--margin", "0.9", "--root", "ROOT"], status: 64, says: "--margin"),
-    Refusal(arguments: ["status", "--fraction", "0", "--root", "ROOT"], status: 64, says: "--fraction"),
-    Refusal(arguments: ["status", "--fraction", "1.5", "--root", "ROOT"], status: 64, says: "--fraction"),
-    Refusal(arguments: ["run", "--levers", "hyperv", "--root", "ROOT"], status: 64, says: "--levers"),
-    Refusal(arguments: ["run", "--json", "--root", "ROOT"], status: 64, says: "--json goes with --once"),
-    Refusal(arguments: ["status", "--root", "/nonexistent/dir"], status: 64, says: "no such directory"),
+    Refusal(
+      arguments: ["status", "--fraction", "0", "--root", "ROOT"], status: 64, says: "--fraction"),
+    Refusal(
+      arguments: ["status", "--fraction", "1.5", "--root", "ROOT"], status: 64, says: "--fraction"),
+    Refusal(
+      arguments: ["run", "--levers", "hyperv", "--root", "ROOT"], status: 64, says: "--levers"),
+    Refusal(
+      arguments: ["run", "--json", "--root", "ROOT"], status: 64, says: "--json goes with --once"),
+    Refusal(
+      arguments: ["status", "--root", "/nonexistent/dir"], status: 64, says: "no such directory"),
   ]
 
   @Test("refused with a one-line reason and exit 64", arguments: refusals)
@@ -172,7 +188,8 @@ struct CommandLineTests {
     let config = try TemporaryTree()
     try config.write("/balloonctl", "# comment\nBALLOONCTL_MODE=report\nBALLOONCTL_INTERVAL=fast\n")
     let result = try Balloonctl.run([
-      "run", "--once", "--config", config.path("/balloonctl"), "--root", Fixtures.directory("none").string,
+      "run", "--once", "--config", config.path("/balloonctl"), "--root",
+      Fixtures.directory("none").string,
     ])
     #expect(result.status == 64)
     #expect(result.stderr.contains(config.path("/balloonctl") + ": line 3"), "\(result.stderr)")
@@ -185,13 +202,15 @@ struct CommandLineTests {
     try config.write("/balloonctl", "BALLOONCTL_MODE=enforce\nBALLOONCTL_FRACTION=0.5\n")
     // The file asks for enforce, which --root refuses; the flag's report wins.
     let doc = try json([
-      "run", "--once", "--json", "--mode", "report", "--fraction", "0.6", "--config", config.path("/balloonctl"),
+      "run", "--once", "--json", "--mode", "report", "--fraction", "0.6", "--config",
+      config.path("/balloonctl"),
       "--root", Fixtures.directory("kb-example").string,
     ])
     #expect(doc["mode"] == .string("report"))
     #expect(doc["limit"]?["fraction"]?.double == 0.6)
     let fromFile = try Balloonctl.run([
-      "run", "--once", "--config", config.path("/balloonctl"), "--root", Fixtures.directory("kb-example").string,
+      "run", "--once", "--config", config.path("/balloonctl"), "--root",
+      Fixtures.directory("kb-example").string,
     ])
     #expect(fromFile.status == 64)
     #expect(fromFile.stderr.contains("only --mode report"))

@@ -15,7 +15,8 @@ struct DaemonLifecycleTests {
   func gracefulStop(signal: Int32) throws {
     // Report mode on a snapshot: the loop runs for real and writes nothing.
     let daemon = try Balloonctl.start([
-      "run", "--mode", "report", "--interval", "0.1", "--root", Fixtures.directory("virtio-6.18").string,
+      "run", "--mode", "report", "--interval", "0.1", "--root",
+      Fixtures.directory("virtio-6.18").string,
       "--log-level", "info",
     ])
     usleep(700_000)

@@ -14,8 +14,10 @@ struct KernelTextTests {
   }
 
   static let decimalCases: [(String, String?)] = [
-    ("3145728\n", nil), ("  42 \n", nil), ("", "empty"), ("\n", "empty"), ("12a\n", "is not a number"),
-    ("99999999999999999999\n", "overflows 64 bits"), ("1\0\n", "NUL byte"), ("-1\n", "is not a number"),
+    ("3145728\n", nil), ("  42 \n", nil), ("", "empty"), ("\n", "empty"),
+    ("12a\n", "is not a number"),
+    ("99999999999999999999\n", "overflows 64 bits"), ("1\0\n", "NUL byte"),
+    ("-1\n", "is not a number"),
   ]
 
   @Test("singleDecimal: one number per attribute, errors naming the file", arguments: decimalCases)

@@ -18,7 +18,9 @@ struct ActuatorsTests {
       Issue.record("released without an unbind file")
     } catch {
       #expect(error.errno == .noSuchFileOrDirectory)
-      #expect(error.description.contains(guest.root.path(Actuators.virtioDriverDirectory + "/unbind").string))
+      #expect(
+        error.description.contains(
+          guest.root.path(Actuators.virtioDriverDirectory + "/unbind").string))
       #expect(!error.needsRestart)
     }
     #expect(!SystemFile.exists(guest.root.path(Actuators.virtioDriverDirectory + "/unbind")))
@@ -71,11 +73,14 @@ struct ActuatorsTests {
   @Test("Hyper-V and disabled kinds have no lever")
   func noLever() throws {
     let guest = try SimulatedGuest("hyperv")
-    let hv = BalloonDevice(kind: .hyperv, name: "guid", sysPath: "/sys/bus/vmbus/devices/guid", driver: "hv_balloon")
+    let hv = BalloonDevice(
+      kind: .hyperv, name: "guid", sysPath: "/sys/bus/vmbus/devices/guid", driver: "hv_balloon")
     #expect(!Actuators(root: guest.root).leverAvailable(for: hv, held: false))
     let virtioGuest = try SimulatedGuest("virtio-6.18")
     try virtioGuest.addDriverControlFiles()
     #expect(Actuators(root: virtioGuest.root).leverAvailable(for: virtio, held: false))
-    #expect(!Actuators(root: virtioGuest.root, enabledLevers: [.xen]).leverAvailable(for: virtio, held: false))
+    #expect(
+      !Actuators(root: virtioGuest.root, enabledLevers: [.xen]).leverAvailable(
+        for: virtio, held: false))
   }
 }

@@ -23,8 +23,11 @@ final class SimulatedGuest {
 
   /// Replaces the value of `key` in a `key<sep>value` file, keeping the line's shape.
   func set(_ kernelPath: String, key: String, to value: String) throws {
-    var lines = try text(kernelPath).split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
-    guard let index = lines.firstIndex(where: { $0.hasPrefix(key + " ") || $0.hasPrefix(key + ":") }) else {
+    var lines = try text(kernelPath).split(separator: "\n", omittingEmptySubsequences: false).map(
+      String.init)
+    guard
+      let index = lines.firstIndex(where: { $0.hasPrefix(key + " ") || $0.hasPrefix(key + ":") })
+    else {
       throw FixtureError("no \(key) in", kernelPath)
     }
     // "key   : value" and "key: value" keep everything through the colon;
@@ -60,7 +63,8 @@ final class SimulatedGuest {
 
   func kernelBinds() throws {
     try tree.symlink(Self.device + "/driver", to: "../../../../bus/virtio/drivers/virtio_balloon")
-    try tree.symlink(Self.driverDirectory + "/virtio0", to: "../../../../devices/pci0000:00/0000:00:01.0/virtio0")
+    try tree.symlink(
+      Self.driverDirectory + "/virtio0", to: "../../../../devices/pci0000:00/0000:00:01.0/virtio0")
   }
 
   func clear(_ kernelPath: String) throws { try tree.write(kernelPath, "") }
@@ -77,7 +81,8 @@ final class HostConfigProbe: VirtioConfigProbe, @unchecked Sendable {
   }
   func readBalloonConfig(pciAddress: String) throws(ProbeError) -> VirtioBalloonConfig {
     reads += 1
-    return VirtioBalloonConfig(numPages: UInt32(targetBytes / 4096), actual: UInt32(actualBytes / 4096))
+    return VirtioBalloonConfig(
+      numPages: UInt32(targetBytes / 4096), actual: UInt32(actualBytes / 4096))
   }
 }
 
@@ -106,12 +111,14 @@ struct Harness {
   }
 
   func controller(
-    mode: ControlMode = .enforce, probe: (any VirtioConfigProbe)? = nil, runner: RecordingRunner = .init(),
+    mode: ControlMode = .enforce, probe: (any VirtioConfigProbe)? = nil,
+    runner: RecordingRunner = .init(),
     previous: DaemonState? = nil, levers: Set<BalloonKind> = [.virtio, .vmware, .xen]
   ) -> Controller {
     let actuators =
       mode == .enforce
-      ? Actuators(root: guest.root, modprobe: "/sbin/modprobe", enabledLevers: levers, runner: runner) : nil
+      ? Actuators(
+        root: guest.root, modprobe: "/sbin/modprobe", enabledLevers: levers, runner: runner) : nil
     return Controller(
       root: guest.root, config: ControllerConfig(mode: mode), actuators: actuators, probe: probe,
       store: store, previous: previous, pid: 4242, logger: logger)
@@ -120,15 +127,18 @@ struct Harness {
   /// The limit this guest has now, from a report-mode tick (nothing written).
   func limit() throws -> UInt64 {
     let controller = Controller(
-      root: guest.root, config: ControllerConfig(mode: .report), actuators: nil, probe: nil, store: nil,
-      previous: nil, pid: 1, logger: Logger(label: "quiet", factory: { _ in SwiftLogNoOpLogHandler() }))
+      root: guest.root, config: ControllerConfig(mode: .report), actuators: nil, probe: nil,
+      store: nil,
+      previous: nil, pid: 1,
+      logger: Logger(label: "quiet", factory: { _ in SwiftLogNoOpLogHandler() }))
     return try controller.tick().snapshot.limit.bytes
   }
 }
 
 @Suite("Controller: the control loop on a simulated kernel")
 struct ControllerTests {
-  @Test("virtio: preventive release, hold, re-admit — each write lands in the fixture's unbind/bind")
+  @Test(
+    "virtio: preventive release, hold, re-admit — each write lands in the fixture's unbind/bind")
   func virtioCycle() throws {
     let h = try Harness("virtio-6.18")
     try h.guest.addDriverControlFiles()
@@ -228,7 +238,8 @@ struct ControllerTests {
   func noLever() throws {
     let h = try Harness("virtio-6.18")
     let limit = try h.limit()
-    let missing = try h.controller(probe: HostConfigProbe(targetBytes: limit * 2)).tick(now: 1, wall: 1)
+    let missing = try h.controller(probe: HostConfigProbe(targetBytes: limit * 2)).tick(
+      now: 1, wall: 1)
     #expect(missing.decisions.map(\.action) == [.alert])
     try h.guest.addDriverControlFiles()
     let disabled = try h.controller(probe: HostConfigProbe(targetBytes: limit * 2), levers: [])
@@ -237,7 +248,8 @@ struct ControllerTests {
     #expect(try h.guest.text(SimulatedGuest.driverDirectory + "/unbind") == "")
   }
 
-  @Test("VMware: unload on a target over the limit, blind back-off while unloaded, reload after 30 s")
+  @Test(
+    "VMware: unload on a target over the limit, blind back-off while unloaded, reload after 30 s")
   func vmware() throws {
     let h = try Harness("vmw-6.x")
     try h.guest.tree.write("/sbin/modprobe", "#!/bin/sh\n")  // the lever's program exists
@@ -285,7 +297,9 @@ struct ControllerTests {
     #expect(limit - (reservationKiB * 1024 - written * 1024) < 1024)
   }
 
-  @Test("/proc/vmstat: every 10th tick when only the pin counters need it, every tick when it sizes an acted-on balloon")
+  @Test(
+    "/proc/vmstat: every 10th tick when only the pin counters need it, every tick when it sizes an acted-on balloon"
+  )
   func vmstatCadence() throws {
     let h = try Harness("virtio-6.18")
     try h.guest.addDriverControlFiles()
@@ -295,7 +309,8 @@ struct ControllerTests {
     try h.guest.set("/proc/vmstat", key: "nr_foll_pin_acquired", to: "\((first ?? 0) + 4096)")
     var seen: [UInt64?] = []
     for tick in 1...Controller.vmstatEveryTicks {
-      seen.append(try report.tick(now: Double(tick), wall: Int64(tick)).snapshot.vmstat.follPinAcquired)
+      seen.append(
+        try report.tick(now: Double(tick), wall: Int64(tick)).snapshot.vmstat.follPinAcquired)
     }
     #expect(seen.dropLast().allSatisfy { $0 == first })
     #expect(seen.last == (first ?? 0) + 4096)
@@ -305,7 +320,8 @@ struct ControllerTests {
     let enforce = h.controller(mode: .enforce)
     let limit = try h.limit()
     _ = try enforce.tick(now: 100, wall: 100)
-    let inflated = try #require(try enforce.tick(now: 101, wall: 101).snapshot.vmstat.balloonInflatedBytes)
+    let inflated = try #require(
+      try enforce.tick(now: 101, wall: 101).snapshot.vmstat.balloonInflatedBytes)
     try h.guest.set("/proc/vmstat", key: "balloon_inflate", to: "\((inflated + limit) / 4096)")
     let next = try enforce.tick(now: 102, wall: 102)
     #expect(next.snapshot.balloons.first?.effectiveCurrentBytes ?? 0 > limit)
@@ -319,7 +335,8 @@ struct ControllerTests {
     // balloon and the limit grows with the balloon: 5 × the limit is over it
     // (c > 0.65 × (guest − pinned) needs c > 1.86 × (MemTotal − pinned)).
     let limit = try h.limit()
-    try h.guest.set("/sys/kernel/debug/hv-balloon", key: "pages_ballooned", to: " \(limit * 5 / 4096)")
+    try h.guest.set(
+      "/sys/kernel/debug/hv-balloon", key: "pages_ballooned", to: " \(limit * 5 / 4096)")
     let report = try h.controller().tick(now: 0, wall: 0)
     #expect(report.decisions.map(\.action) == [.alert])
     #expect(report.performed.isEmpty)

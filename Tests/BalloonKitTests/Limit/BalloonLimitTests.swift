@@ -8,7 +8,8 @@ private let GiB: UInt64 = 1 << 30
 struct BalloonLimitTests {
   @Test("KB 340369's example: 4 GiB guest, 2 GiB pinned, 4 GiB swap → 1331 MB")
   func kbExample() {
-    let limit = BalloonLimit.compute(guestBytes: 4 * GiB, pinnedBytes: 2 * GiB, swapTotalBytes: 4 * GiB)
+    let limit = BalloonLimit.compute(
+      guestBytes: 4 * GiB, pinnedBytes: 2 * GiB, swapTotalBytes: 4 * GiB)
     #expect(limit.maxmemctlMB == 1331)
     #expect(limit.bytes == 1_395_864_371)  // floor(0.65 × 2147483648)
     #expect(limit.boundedBy == .fraction)
@@ -29,7 +30,8 @@ struct BalloonLimitTests {
 
   @Test("limit table", arguments: cases)
   func table(
-    guest: UInt64, pinned: UInt64, swap: UInt64, fraction: Double, expected: UInt64, bound: LimitBound
+    guest: UInt64, pinned: UInt64, swap: UInt64, fraction: Double, expected: UInt64,
+    bound: LimitBound
   ) {
     let limit = BalloonLimit.compute(
       guestBytes: guest, pinnedBytes: pinned, swapTotalBytes: swap, fraction: fraction)
@@ -50,9 +52,10 @@ struct BalloonLimitTests {
   @Test("KVM floor rounds so it never undercuts the true floor")
   func kvmFloor() throws {
     // QEMU -m 1024 shows ~1023.6 MiB of System RAM (a legacy hole below 1 MiB).
-    let limit = BalloonLimit.compute(guestBytes: 989_344 * 1024, pinnedBytes: 512 * MiB, swapTotalBytes: 0)
+    let limit = BalloonLimit.compute(
+      guestBytes: 989_344 * 1024, pinnedBytes: 512 * MiB, swapTotalBytes: 0)
     let host = HostSettings.compute(
-      limit: limit, configuredRAM: (bytes: 0x9fc00 + (0x3ffe0000 - 0x100000), source: "test"))
+      limit: limit, configuredRAM: (bytes: 0x9fc00 + (0x3ffe_0000 - 0x100000), source: "test"))
     #expect(host.vmwareMaxmemctlMB == limit.bytes / MiB)
     let floor = try #require(host.kvmMinimumTargetMiB)
     // Balloon at this RAM target = 1024 MiB − floor ≤ limit.

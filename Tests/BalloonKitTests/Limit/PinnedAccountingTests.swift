@@ -9,7 +9,8 @@ private let GiB: UInt64 = 1 << 30
 private func meminfo(
   total: UInt64 = 4 * GiB, swap: UInt64 = 0, mlocked: UInt64 = 0, unevictable: UInt64 = 0,
   anon: UInt64 = 0, shmem: UInt64 = 0, hugetlb: UInt64? = 0, hugePages: UInt64? = 0,
-  hugepagesize: UInt64? = 2 * MiB, kernel: (UInt64, UInt64, UInt64, UInt64?, UInt64?) = (0, 0, 0, 0, 0)
+  hugepagesize: UInt64? = 2 * MiB,
+  kernel: (UInt64, UInt64, UInt64, UInt64?, UInt64?) = (0, 0, 0, 0, 0)
 ) -> Meminfo {
   var m = Meminfo(memTotal: total, swapTotal: swap)
   m.mlocked = mlocked
@@ -36,7 +37,9 @@ private func vmstat(acquired: UInt64? = nil, released: UInt64? = nil) -> Vmstat 
 
 @Suite("Pinned accounting (the contract formula)")
 struct PinnedAccountingTests {
-  static let lockedCases: [(UInt64, UInt64, UInt64)] = [(100, 300, 300), (500, 300, 500), (0, 0, 0)]
+  static let lockedCases: [(UInt64, UInt64, UInt64)] = [
+    (100, 300, 300), (500, 300, 500), (0, 0, 0),
+  ]
 
   @Test("locked is max(Mlocked, Unevictable)", arguments: lockedCases)
   func locked(mlocked: UInt64, unevictable: UInt64, expected: UInt64) {
@@ -115,7 +118,8 @@ struct PinnedAccountingTests {
   @Test("absurd values saturate instead of trapping")
   func saturation() {
     let p = PinnedAccounting.account(
-      meminfo: meminfo(swap: 0, mlocked: .max, hugetlb: .max), vmstat: vmstat(acquired: .max, released: 0),
+      meminfo: meminfo(swap: 0, mlocked: .max, hugetlb: .max),
+      vmstat: vmstat(acquired: .max, released: 0),
       vmPinSumBytes: .max)
     #expect(p.totalBytes == .max)
   }

@@ -12,7 +12,9 @@ private func virtio(
     targetBytes: target, leverAvailable: lever)
 }
 
-private func held(since: Double = 0, backoff: Double = 30, notBefore: Double? = nil, blind: Double? = nil)
+private func held(
+  since: Double = 0, backoff: Double = 30, notBefore: Double? = nil, blind: Double? = nil
+)
   -> HoldState
 {
   var state = HoldState(backoffSeconds: backoff)
@@ -39,61 +41,80 @@ struct PolicyTests {
 
   static let cases: [Case] = [
     // Not held.
-    Case(name: "under the limit: none", observation: virtio(current: 100 * MiB, target: 200 * MiB),
-         state: nil, now: 0, action: .none, heldAfter: false),
-    Case(name: "target above the limit: release before it crosses (preventive)",
-         observation: virtio(current: 10 * MiB, target: 400 * MiB), state: nil, now: 0,
-         action: .release, heldAfter: true),
-    Case(name: "target unknown, current above: release (reactive)",
-         observation: virtio(current: 301 * MiB, target: nil), state: nil, now: 0,
-         action: .release, heldAfter: true),
-    Case(name: "target unknown, current at the limit: none",
-         observation: virtio(current: limit, target: nil), state: nil, now: 0,
-         action: .none, heldAfter: false),
-    Case(name: "current above but target below: deflating, none",
-         observation: virtio(current: 400 * MiB, target: 100 * MiB), state: nil, now: 0,
-         action: .none, heldAfter: false),
-    Case(name: "over with the lever disabled: alert",
-         observation: virtio(current: 0, target: 400 * MiB, lever: false), state: nil, now: 0,
-         action: .alert, heldAfter: false),
-    Case(name: "unbound by someone else: none (never bind what we did not unbind)",
-         observation: virtio(current: 0, target: 400 * MiB, bound: false), state: nil, now: 0,
-         action: .none, heldAfter: false),
-    Case(name: "device absent, not held: none",
-         observation: virtio(current: nil, target: nil, present: false, bound: false), state: nil,
-         now: 0, action: .none, heldAfter: false),
+    Case(
+      name: "under the limit: none", observation: virtio(current: 100 * MiB, target: 200 * MiB),
+      state: nil, now: 0, action: .none, heldAfter: false),
+    Case(
+      name: "target above the limit: release before it crosses (preventive)",
+      observation: virtio(current: 10 * MiB, target: 400 * MiB), state: nil, now: 0,
+      action: .release, heldAfter: true),
+    Case(
+      name: "target unknown, current above: release (reactive)",
+      observation: virtio(current: 301 * MiB, target: nil), state: nil, now: 0,
+      action: .release, heldAfter: true),
+    Case(
+      name: "target unknown, current at the limit: none",
+      observation: virtio(current: limit, target: nil), state: nil, now: 0,
+      action: .none, heldAfter: false),
+    Case(
+      name: "current above but target below: deflating, none",
+      observation: virtio(current: 400 * MiB, target: 100 * MiB), state: nil, now: 0,
+      action: .none, heldAfter: false),
+    Case(
+      name: "over with the lever disabled: alert",
+      observation: virtio(current: 0, target: 400 * MiB, lever: false), state: nil, now: 0,
+      action: .alert, heldAfter: false),
+    Case(
+      name: "unbound by someone else: none (never bind what we did not unbind)",
+      observation: virtio(current: 0, target: 400 * MiB, bound: false), state: nil, now: 0,
+      action: .none, heldAfter: false),
+    Case(
+      name: "device absent, not held: none",
+      observation: virtio(current: nil, target: nil, present: false, bound: false), state: nil,
+      now: 0, action: .none, heldAfter: false),
     // Held, target known.
-    Case(name: "held, target at the re-admit threshold: readmit",
-         observation: virtio(current: 0, target: 285 * MiB, bound: false), state: held(), now: 5,
-         action: .readmit, heldAfter: false),
-    Case(name: "held, target under the limit but above limit × (1 − margin): stay held",
-         observation: virtio(current: 0, target: 290 * MiB, bound: false), state: held(), now: 5,
-         action: .none, heldAfter: true),
-    Case(name: "held, target still above: stay held",
-         observation: virtio(current: 0, target: 500 * MiB, bound: false), state: held(), now: 5,
-         action: .none, heldAfter: true),
+    Case(
+      name: "held, target at the re-admit threshold: readmit",
+      observation: virtio(current: 0, target: 285 * MiB, bound: false), state: held(), now: 5,
+      action: .readmit, heldAfter: false),
+    Case(
+      name: "held, target under the limit but above limit × (1 − margin): stay held",
+      observation: virtio(current: 0, target: 290 * MiB, bound: false), state: held(), now: 5,
+      action: .none, heldAfter: true),
+    Case(
+      name: "held, target still above: stay held",
+      observation: virtio(current: 0, target: 500 * MiB, bound: false), state: held(), now: 5,
+      action: .none, heldAfter: true),
     // Held, target unknown: back-off.
-    Case(name: "held blind before the back-off: stay held",
-         observation: virtio(current: 0, target: nil, bound: false), state: held(notBefore: 30), now: 29,
-         action: .none, heldAfter: true),
-    Case(name: "held blind after the back-off: readmit",
-         observation: virtio(current: 0, target: nil, bound: false), state: held(notBefore: 30), now: 30,
-         action: .readmit, heldAfter: false),
+    Case(
+      name: "held blind before the back-off: stay held",
+      observation: virtio(current: 0, target: nil, bound: false), state: held(notBefore: 30),
+      now: 29,
+      action: .none, heldAfter: true),
+    Case(
+      name: "held blind after the back-off: readmit",
+      observation: virtio(current: 0, target: nil, bound: false), state: held(notBefore: 30),
+      now: 30,
+      action: .readmit, heldAfter: false),
     // Device gone / hold lost.
-    Case(name: "held virtio device gone (hot-unplug): hold dropped",
-         observation: virtio(current: nil, target: nil, present: false, bound: false), state: held(),
-         now: 5, action: .none, heldAfter: false),
-    Case(name: "held but re-bound behind our back, still over: release again",
-         observation: virtio(current: 50 * MiB, target: 400 * MiB, bound: true), state: held(), now: 5,
-         action: .release, heldAfter: true),
-    Case(name: "held but re-bound behind our back, now fine: not held",
-         observation: virtio(current: 50 * MiB, target: 100 * MiB, bound: true), state: held(), now: 5,
-         action: .none, heldAfter: false),
+    Case(
+      name: "held virtio device gone (hot-unplug): hold dropped",
+      observation: virtio(current: nil, target: nil, present: false, bound: false), state: held(),
+      now: 5, action: .none, heldAfter: false),
+    Case(
+      name: "held but re-bound behind our back, still over: release again",
+      observation: virtio(current: 50 * MiB, target: 400 * MiB, bound: true), state: held(), now: 5,
+      action: .release, heldAfter: true),
+    Case(
+      name: "held but re-bound behind our back, now fine: not held",
+      observation: virtio(current: 50 * MiB, target: 100 * MiB, bound: true), state: held(), now: 5,
+      action: .none, heldAfter: false),
   ]
 
   @Test("decision table", arguments: cases)
   func table(_ c: Case) {
-    let (decision, next) = Policy.decide(c.observation, limitBytes: limit, state: c.state, now: c.now)
+    let (decision, next) = Policy.decide(
+      c.observation, limitBytes: limit, state: c.state, now: c.now)
     #expect(decision.action == c.action, "\(decision.reason)")
     #expect(decision.balloon == "virtio0")
     #expect(next.held == c.heldAfter)
@@ -105,7 +126,8 @@ struct PolicyTests {
     let absent = BalloonObservation(
       kind: .vmware, name: "vmw_balloon", present: false, bound: false, currentBytes: nil,
       targetBytes: nil)
-    let (decision, next) = Policy.decide(absent, limitBytes: limit, state: held(notBefore: 100), now: 50)
+    let (decision, next) = Policy.decide(
+      absent, limitBytes: limit, state: held(notBefore: 100), now: 50)
     #expect(decision.action == .none)
     #expect(next.held)
     let (later, after) = Policy.decide(absent, limitBytes: limit, state: next, now: 100)
@@ -201,7 +223,8 @@ struct PolicyTests {
     #expect(reservation - kib * 1024 == limit)  // exactly at the limit
     #expect(holding.held)
     // Next tick reads our own target back: hold, no rewrite.
-    let (steady, still) = Policy.decide(observe(targetKiB: kib), limitBytes: limit, state: holding, now: 1)
+    let (steady, still) = Policy.decide(
+      observe(targetKiB: kib), limitBytes: limit, state: holding, now: 1)
     #expect(steady.action == .none)
     // The limit rises above the host's wish: restore the host's target and end the hold.
     let (restore, restored) = Policy.decide(
@@ -210,7 +233,8 @@ struct PolicyTests {
     #expect(restore.xenTargetKiB == 3072 * 1024)
     #expect(!restored.held)
     // Under the limit from the start: none.
-    let (none, _) = Policy.decide(observe(targetKiB: 3900 * 1024), limitBytes: limit, state: nil, now: 0)
+    let (none, _) = Policy.decide(
+      observe(targetKiB: 3900 * 1024), limitBytes: limit, state: nil, now: 0)
     #expect(none.action == .none)
   }
 }
