@@ -234,6 +234,18 @@ struct RunCommand: ParsableCommand {
     // Block SIGTERM/SIGINT before anything else runs: they are read from a
     // signalfd between ticks (graceful by construction).
     let signals = try SignalChannel([SIGTERM, SIGINT])
+    // Outlive the pressure: the OOM killer takes the workload first, and the
+    // pages a tick touches stay resident (on the live system only).
+    if root.isLive {
+      let protection = SelfProtection.apply()
+      if let problem = protection.oomScoreProblem {
+        logger.info(
+          "could not lower our oom_score_adj", metadata: ["error": "\(problem)"])
+      }
+      if let problem = protection.lockProblem {
+        logger.info("could not lock our pages in memory", metadata: ["error": "\(problem)"])
+      }
+    }
     let monitor: BalloonEventMonitor?
     do {
       monitor = root.isLive ? try BalloonEventMonitor() : nil
