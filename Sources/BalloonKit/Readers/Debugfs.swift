@@ -95,27 +95,4 @@ enum DebugfsStats {
       try body(number, key, value)
     }
   }
-
-  /// `value` as a strict decimal, or an error naming the file, line and key.
-  static func decimal(
-    _ bytes: UnsafeBufferPointer<UInt8>, _ value: Range<Int>, key: String, path: String, line: Int
-  ) throws(SourceError) -> UInt64 {
-    switch KernelText.decimal(bytes, value) {
-    case .value(let number): return number
-    case .overflow: throw .malformed(path, line: line, "\"\(key)\" value overflows 64 bits")
-    case .notANumber:
-      throw .malformed(
-        path, line: line, "\"\(key)\" value \(KernelText.quoted(bytes, value)) is not a number")
-    }
-  }
-
-  /// `count × unit`, or an overflow error naming the file, line and key.
-  static func bytes(_ count: UInt64, unit: UInt64, key: String, path: String, line: Int?)
-    throws(SourceError) -> UInt64
-  {
-    guard let size = count.times(unit) else {
-      throw .malformed(path, line: line, "\"\(key)\" value \(count) × \(unit) overflows 64 bits")
-    }
-    return size
-  }
 }

@@ -53,7 +53,7 @@ public enum HypervBalloonReader {
       var maxDynamic: UInt64?
       try DebugfsStats.forEachField(buffer, path: path) { number, key, value throws(SourceError) in
         func decimal(_ name: String) throws(SourceError) -> UInt64 {
-          try DebugfsStats.decimal(buffer, value, key: name, path: path, line: number)
+          try KernelField.decimal(buffer, value, key: name, path: path, line: number)
         }
         if KernelText.equals(buffer, key, "pages_ballooned") {
           ballooned = (try decimal("pages_ballooned"), number)
@@ -69,7 +69,7 @@ public enum HypervBalloonReader {
         }
       }
       guard let ballooned else { throw SourceError(path: path, .missingField("pages_ballooned")) }
-      _ = try DebugfsStats.bytes(
+      _ = try KernelField.bytes(
         ballooned.value, unit: pageSize, key: "pages_ballooned", path: path, line: ballooned.line)
       return HypervBalloonStats(
         pagesBallooned: ballooned.value, pageSize: pageSize, totalPagesCommitted: committed,

@@ -59,29 +59,11 @@ public enum MeminfoReader {
       }
       let key = line.lowerBound..<colon
       guard let field = Field.match(bytes, key) else { return }
-      var value = KernelText.trimmed(bytes, (colon + 1)..<line.upperBound)
-      var scale: UInt64 = 1
-      if field.hasUnit {
-        guard value.count > 3,
-          KernelText.equals(bytes, (value.upperBound - 3)..<value.upperBound, " kB")
-        else {
-          throw .malformed(
-            path, line: number,
-            "\"\(field.name)\" value \(KernelText.quoted(bytes, value)) does not end in \" kB\"")
-        }
-        value = KernelText.trimmed(bytes, value.lowerBound..<(value.upperBound - 3))
-        scale = 1024
-      }
-      switch KernelText.decimal(bytes, value) {
-      case .value(let number) where number.times(scale) != nil:
-        values[field.rawValue] = number &* scale
-      case .value, .overflow:
-        throw .malformed(path, line: number, "\"\(field.name)\" value overflows 64 bits")
-      case .notANumber:
-        throw .malformed(
-          path, line: number,
-          "\"\(field.name)\" value \(KernelText.quoted(bytes, value)) is not a number")
-      }
+      let value = KernelText.trimmed(bytes, (colon + 1)..<line.upperBound)
+      values[field.rawValue] =
+        field.hasUnit
+        ? try KernelField.kilobytes(bytes, value, key: field.name, path: path, line: number)
+        : try KernelField.decimal(bytes, value, key: field.name, path: path, line: number)
     }
     guard let memTotal = values[Field.memTotal.rawValue] else {
       throw SourceError(path: path, .missingField("MemTotal"))

@@ -45,15 +45,19 @@ public enum ProcessStatusReader {
           name = KernelText.string(buffer, start..<line.upperBound)
         } else if KernelText.equals(buffer, key, "Pid") {
           let value = KernelText.trimmed(buffer, (colon + 1)..<line.upperBound)
-          let parsed = try DebugfsStats.decimal(buffer, value, key: "Pid", path: path, line: number)
+          let parsed = try KernelField.decimal(buffer, value, key: "Pid", path: path, line: number)
           guard let fits = Int32(exactly: parsed) else {
             throw .malformed(path, line: number, "\"Pid\" value \(parsed) is out of range")
           }
           pid = fits
         } else if KernelText.equals(buffer, key, "VmLck") {
-          locked = try kilobytes(buffer, line, colon, key: "VmLck", path: path, number: number)
+          locked = try KernelField.kilobytes(
+            buffer, KernelText.trimmed(buffer, (colon + 1)..<line.upperBound), key: "VmLck",
+            path: path, line: number)
         } else if KernelText.equals(buffer, key, "VmPin") {
-          pinned = try kilobytes(buffer, line, colon, key: "VmPin", path: path, number: number)
+          pinned = try KernelField.kilobytes(
+            buffer, KernelText.trimmed(buffer, (colon + 1)..<line.upperBound), key: "VmPin",
+            path: path, line: number)
         }
       }
       guard let name else { throw SourceError(path: path, .missingField("Name")) }
@@ -89,22 +93,5 @@ public enum ProcessStatusReader {
 
   static func isPID(_ name: String) -> Bool {
     !name.isEmpty && name.utf8.allSatisfy { $0 >= 0x30 && $0 <= 0x39 }
-  }
-
-  private static func kilobytes(
-    _ buffer: UnsafeBufferPointer<UInt8>, _ line: Range<Int>, _ colon: Int, key: String,
-    path: String, number: Int
-  ) throws(SourceError) -> UInt64 {
-    var value = KernelText.trimmed(buffer, (colon + 1)..<line.upperBound)
-    guard value.count > 3,
-      KernelText.equals(buffer, (value.upperBound - 3)..<value.upperBound, " kB")
-    else {
-      throw .malformed(
-        path, line: number,
-        "\"\(key)\" value \(KernelText.quoted(buffer, value)) does not end in \" kB\"")
-    }
-    value = KernelText.trimmed(buffer, value.lowerBound..<(value.upperBound - 3))
-    let count = try DebugfsStats.decimal(buffer, value, key: key, path: path, line: number)
-    return try DebugfsStats.bytes(count, unit: 1024, key: key, path: path, line: number)
   }
 }

@@ -52,7 +52,7 @@ public enum VmwBalloonReader {
           if contains(buffer, value, "failed)") { return }  // the command counter
           let name = isTarget ? "target" : "current"
           let frames = try frames(buffer, value, key: name, path: path, line: number)
-          let size = try DebugfsStats.bytes(
+          let size = try KernelField.bytes(
             frames, unit: frameSize, key: name, path: path, line: number)
           if isTarget { target = size } else { current = size }
         } else if capabilities == nil, KernelText.equals(buffer, key, "used capabilities") {
@@ -106,7 +106,7 @@ public enum VmwBalloonReader {
         path, line: line, "\"\(key)\" value \(KernelText.quoted(buffer, value)) is not a page count"
       )
     }
-    return try DebugfsStats.decimal(
+    return try KernelField.decimal(
       buffer, value.lowerBound..<end, key: key, path: path, line: line)
   }
 

@@ -57,7 +57,7 @@ public enum XenBalloonReader {
       let file = root.path(device.sysPath + "/" + name)
       let bytes = try SystemFile.readRequired(file)
       let value = try KernelText.singleDecimal(bytes, path: file.string)
-      return try DebugfsStats.bytes(value, unit: 1024, key: name, path: file.string, line: nil)
+      return try KernelField.bytes(value, unit: 1024, key: name, path: file.string, line: nil)
     }
     let stats = XenBalloonStats(
       reservationTargetBytes: try kilobytes(targetFile),
