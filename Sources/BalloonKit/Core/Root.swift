@@ -46,13 +46,5 @@ public struct Root: Sendable, Equatable, CustomStringConvertible {
     isLive ? FilePath(absolute) : base.appending(FilePath(absolute).components)
   }
 
-  /// The inverse of `path(_:)`: a path below this root as the kernel names it.
-  public func kernelPath(of path: FilePath) -> String {
-    if isLive { return path.string }
-    var relative = path
-    guard relative.removePrefix(base) else { return path.string }
-    return "/" + relative.string
-  }
-
   public var description: String { isLive ? "/" : base.string }
 }
