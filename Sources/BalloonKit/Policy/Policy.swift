@@ -186,6 +186,15 @@ public struct HoldState: Sendable, Equatable, Codable {
   public init(backoffSeconds: Double) {
     self.backoffSeconds = backoffSeconds
   }
+
+  /// The hold is over (re-admitted, or ended outside balloonctl); the
+  /// back-off history stays.
+  mutating func endHold() {
+    held = false
+    since = nil
+    reason = nil
+    readmitNotBefore = nil
+  }
 }
 
 public struct PolicyConfig: Sendable, Equatable {
@@ -256,10 +265,7 @@ public enum Policy {
       if o.present && o.bound {
         // Re-bound or re-loaded behind our back (or by our own re-admit that
         // the state did not record): not held any more; decide afresh.
-        state.held = false
-        state.since = nil
-        state.reason = nil
-        state.readmitNotBefore = nil
+        state.endHold()
         let (decision, next) = releasable(o, limit: limit, state: state, now: now, config: config)
         if decision.action == .none {
           return (Decision(.none, balloon: name, why: .holdEndedOutside(decision.why)), next)
@@ -270,10 +276,7 @@ public enum Policy {
       if let target = o.targetBytes {
         if target <= threshold {
           var next = state
-          next.held = false
-          next.since = nil
-          next.reason = nil
-          next.readmitNotBefore = nil
+          next.endHold()
           next.blindReadmitAt = nil
           next.backoffSeconds = config.initialBackoffSeconds
           return (
@@ -300,10 +303,7 @@ public enum Policy {
       }
       if now >= notBefore {
         var next = state
-        next.held = false
-        next.since = nil
-        next.reason = nil
-        next.readmitNotBefore = nil
+        next.endHold()
         next.blindReadmitAt = now
         return (
           Decision(.readmit, balloon: name, why: .readmitBlind(backoff: state.backoffSeconds)), next
