@@ -16,6 +16,12 @@ public struct SourceError: Error, Sendable, Equatable, CustomStringConvertible {
     case missingField(String)
     /// The file is larger than any version of it the kernel writes.
     case tooLarge(limit: Int)
+    /// Creating, writing, syncing or renaming failed with this errno.
+    case unwritable(Errno)
+    /// The path is not the kind of file expected there (a FIFO, a socket, a
+    /// device, a directory, a symlink where none may be, a file owned by
+    /// another user); the text says what it is and what was expected.
+    case wrongType(String)
   }
 
   /// The path that was read, as opened (below `--root` when one is given).
@@ -38,6 +44,8 @@ public struct SourceError: Error, Sendable, Equatable, CustomStringConvertible {
     case .malformed(nil, let what): return "\(path): \(what)"
     case .missingField(let field): return "\(path): missing \"\(field)\""
     case .tooLarge(let limit): return "\(path): larger than \(limit) bytes"
+    case .unwritable(let errno): return "\(path): cannot write: \(errno)"
+    case .wrongType(let what): return "\(path): \(what)"
     }
   }
 }
