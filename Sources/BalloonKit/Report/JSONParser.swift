@@ -1,5 +1,7 @@
 /// Parses JSON into `JSONValue` (for the daemon's own state file, and tests).
 /// Strict RFC 8259; integers that fit stay exact, others become Double.
+/// A repeated key in an object is an error (which of the two counts would
+/// be a guess), and nesting is limited (no deep recursion).
 public struct JSONParser {
   public struct Failure: Error, Sendable, Equatable, CustomStringConvertible {
     public var offset: Int
@@ -70,6 +72,7 @@ public struct JSONParser {
     defer { depth -= 1 }
     index += 1
     var members: [(String, JSONValue)] = []
+    var keys = Set<String>()
     skipWhitespace()
     if index < bytes.count, bytes[index] == UInt8(ascii: "}") {
       index += 1
@@ -80,7 +83,11 @@ public struct JSONParser {
       guard index < bytes.count, bytes[index] == UInt8(ascii: "\"") else {
         throw fail("expected a key")
       }
+      let keyOffset = index
       let key = try string()
+      guard keys.insert(key).inserted else {
+        throw Failure(offset: keyOffset, message: "duplicate key \(JSONParser.shown(key))")
+      }
       skipWhitespace()
       guard index < bytes.count, bytes[index] == UInt8(ascii: ":") else { throw fail("expected :") }
       index += 1
@@ -171,6 +178,12 @@ public struct JSONParser {
     throw fail("unterminated string")
   }
 
+  /// A piece of the input for an error, short.
+  private static func shown(_ text: String) -> String {
+    let quoted = JSONValue.string(text).rendered(pretty: false)
+    return quoted.count <= 40 ? quoted : String(quoted.prefix(40)) + "…"
+  }
+
   private mutating func hex4() throws(Failure) -> UInt32 {
     guard index + 4 <= bytes.count,
       let code = UInt32(String(decoding: bytes[index..<index + 4], as: UTF8.self), radix: 16)
@@ -202,7 +215,9 @@ public struct JSONParser {
       if let value = UInt64(text) { return .integer(value) }
       if let value = Int64(text) { return .signed(value) }
     }
-    guard let value = Double(text), value.isFinite else { throw fail("bad number \(text)") }
+    guard let value = Double(text), value.isFinite else {
+      throw fail("bad number \(JSONParser.shown(text))")
+    }
     return .number(value)
   }
 }
