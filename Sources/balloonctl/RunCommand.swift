@@ -200,7 +200,14 @@ struct RunCommand: ParsableCommand {
       guard try instance.acquire() else { throw InstanceLock.Held(path: instance.path.string) }
       lock = instance
     }
-    let previous = try store?.load()
+    // A corrupt state file must not stop (or crash-loop) the daemon: moved aside, start clean.
+    let resume = try store?.loadForResume(moveAside: lock != nil)
+    if let problem = resume?.problem {
+      logger.error(
+        "state file unusable; starting without it",
+        metadata: ["error": "\(problem)", "moved_to": "\(resume?.movedTo?.string ?? "not moved")"])
+    }
+    let previous = resume?.state
 
     let controller = Controller(
       root: root,

@@ -25,8 +25,9 @@ struct StatusCommand: ParsableCommand {
         balloonctl status --probe-target      (virtio: also read the host's target)
         balloonctl status --root ./snapshot   (a copied /proc + /sys tree)
 
-      Exit status: 0 the state was read; 1 a kernel file could not be read or is malformed \
-      (the one-line error names it); 64 invalid command line.
+      Exit status: 0 the state was read; 1 a kernel file or the daemon's state file \
+      (<state-dir>/state.json) could not be read or is malformed (the one-line error names \
+      it; the rest is still shown); 64 invalid command line.
       """)
 
   @OptionGroup var global: GlobalOptions
@@ -56,28 +57,32 @@ struct StatusCommand: ParsableCommand {
     let root = global.fileSystemRoot
     let snapshot = try reading.snapshot(root: root)
     // The daemon's hold, from its state file: no device access of our own.
+    // An unusable state file (or directory) is an error: exit 1, nothing moved.
     var daemon: DaemonReport?
-    var daemonProblem: String?
+    var daemonProblem: SourceError?
     do {
       daemon = try DaemonReport.load(root: root, directory: stateDir)
     } catch {
-      daemonProblem = "daemon state unreadable: \(error)"
+      daemonProblem = error
     }
     if json {
       var members = SnapshotJSON.members(snapshot, processes: processes)
       members.append(("daemon", daemon?.json() ?? .null))
-      if let daemonProblem { members.append(("daemon_error", .string(daemonProblem))) }
+      if let daemonProblem { members.append(("daemon_error", .string("\(daemonProblem)"))) }
       print(JSONValue.object(members).rendered())
     } else {
       var text = StatusText(snapshot: snapshot, processes: processes, color: isatty(1) == 1)
         .render()
       if let daemon {
         text += "\n\n" + daemon.lines(limitBytes: snapshot.limit.bytes).joined(separator: "\n")
+      } else if let daemonProblem {
+        text += "\n\nDaemon state: \(daemonProblem)"
       } else {
-        text +=
-          "\n\nDaemon    " + (daemonProblem ?? "no state: balloonctl run has not run since boot")
+        text += "\n\nDaemon    no state: balloonctl run has not run since boot"
       }
       print(text)
     }
+    // After the output: the rest of the status is still worth showing.
+    if let daemonProblem { throw daemonProblem }
   }
 }

@@ -61,7 +61,7 @@ public struct DaemonReport: Sendable {
           }
         } else if let notBefore = hold.readmitNotBefore {
           lines.append(
-            "    target unknown: re-admit at \(Self.clock(state.wallTime(ofBoottime: notBefore))) (back-off \(Int(hold.backoffSeconds)) s)"
+            "    target unknown: re-admit at \(Self.clock(state.wallTime(ofBoottime: notBefore))) (back-off \(Self.seconds(hold.backoffSeconds)) s)"
           )
         } else if let limitBytes {
           lines.append(
@@ -96,11 +96,11 @@ public struct DaemonReport: Sendable {
               ("kind", .string(record.kind.rawValue)),
               ("name", .string(record.name)),
               ("held", .bool(hold.held)),
-              ("since", hold.since.map { .signed(state.wallTime(ofBoottime: $0)) } ?? .null),
+              ("since", Self.epoch(hold.since.flatMap(state.wallTime(ofBoottime:)))),
               ("reason", .optional(hold.reason)),
               (
                 "readmit_not_before",
-                hold.readmitNotBefore.map { .signed(state.wallTime(ofBoottime: $0)) } ?? .null
+                Self.epoch(hold.readmitNotBefore.flatMap(state.wallTime(ofBoottime:)))
               ),
               ("backoff_seconds", .number(hold.backoffSeconds)),
               ("releases", .integer(UInt64(max(0, hold.releases)))),
@@ -119,17 +119,29 @@ public struct DaemonReport: Sendable {
     milliseconds % 1000 == 0 ? "\(milliseconds / 1000) s" : "\(milliseconds) ms"
   }
 
-  /// Local wall-clock time, HH:MM:SS (with the date when not today).
-  static func clock(_ epoch: Int64) -> String {
+  static func epoch(_ seconds: Int64?) -> JSONValue { seconds.map(JSONValue.signed) ?? .null }
+
+  /// Whole seconds of a duration; "?" when it is not a sane number (the
+  /// state file's ranges make that unreachable from a parsed file).
+  static func seconds(_ value: Double) -> String {
+    guard value.isFinite, value >= 0, value <= 1e15 else { return "?" }
+    return String(Int64(value))
+  }
+
+  /// Local wall-clock time, HH:MM:SS (with the date when not today); "?"
+  /// when there is none or the C library cannot represent it.
+  static func clock(_ epoch: Int64?) -> String {
+    guard let epoch else { return "?" }
     var time = time_t(epoch)
     var now = time_t(Clock.wall())
     var parts = tm()
     var today = tm()
-    localtime_r(&time, &parts)
-    localtime_r(&now, &today)
+    guard localtime_r(&time, &parts) != nil, localtime_r(&now, &today) != nil else {
+      return "?"
+    }
     func two(_ value: Int32) -> String { value < 10 ? "0\(value)" : "\(value)" }
     let clock = "\(two(parts.tm_hour)):\(two(parts.tm_min)):\(two(parts.tm_sec))"
     if parts.tm_yday == today.tm_yday && parts.tm_year == today.tm_year { return clock }
-    return "\(parts.tm_year + 1900)-\(two(parts.tm_mon + 1))-\(two(parts.tm_mday)) \(clock)"
+    return "\(Int(parts.tm_year) + 1900)-\(two(parts.tm_mon + 1))-\(two(parts.tm_mday)) \(clock)"
   }
 }

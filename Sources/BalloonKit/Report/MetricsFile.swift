@@ -14,26 +14,20 @@ public final class MetricsFile {
 
   public init(path: FilePath) { self.path = path }
 
+  /// Writes the metrics when they changed. The directory must be a real
+  /// directory owned by us or root that no one else can write; the file is
+  /// replaced atomically and synced (CheckedDirectory.replace).
   public func write(_ report: TickReport, state: DaemonState) throws(SourceError) {
     let text = MetricsFile.render(report, state: state)
     guard text != last else { return }
-    let temporary = FilePath(path.string + ".tmp")
-    do {
-      let fd = try FileDescriptor.open(
-        temporary, .writeOnly, options: [.create, .truncate, .closeOnExec],
-        permissions: [.ownerReadWrite, .groupRead, .otherRead], retryOnInterrupt: true)
-      try fd.closeAfter { _ = try fd.writeAll(text.utf8) }
-    } catch let error as Errno {
-      throw SourceError(path: temporary.string, .unreadable(error))
-    } catch {
-      throw SourceError(path: temporary.string, .malformed(line: nil, "\(error)"))
+    let directory = path.removingLastComponent()
+    guard let name = path.lastComponent?.string else {
+      throw SourceError(path: path.string, .wrongType("not a file path"))
     }
-    let renamed = temporary.withPlatformString { from in
-      path.withPlatformString { rename(from, $0) }
+    guard let dir = try CheckedDirectory.open(directory, owners: .usOrRoot, create: false) else {
+      throw SourceError(path: directory.string, .unwritable(.noSuchFileOrDirectory))
     }
-    guard renamed == 0 else {
-      throw SourceError(path: path.string, .unreadable(Errno(rawValue: errno)))
-    }
+    try dir.replace(name, with: Array(text.utf8))
     last = text
   }
 

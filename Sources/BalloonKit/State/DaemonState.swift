@@ -1,5 +1,3 @@
-public import SystemPackage
-
 #if canImport(Glibc)
   import Glibc
 #endif
@@ -27,6 +25,29 @@ public struct BalloonRecord: Sendable, Equatable {
   public var key: String { BalloonRecord.key(kind: kind, name: name) }
 
   public static func key(kind: BalloonKind, name: String) -> String { "\(kind.rawValue):\(name)" }
+
+  /// Whether `name` is what discovery names a balloon of `kind`
+  /// (Discovery/SysfsDiscovery.swift): `virtio<n>`, `vmw_balloon`,
+  /// `xen_memory<n>`, or a vmbus instance GUID.
+  public static func isValid(name: String, kind: BalloonKind) -> Bool {
+    func number(after prefix: String) -> Bool {
+      guard name.hasPrefix(prefix) else { return false }
+      let digits = name.utf8.dropFirst(prefix.utf8.count)
+      return (1...10).contains(digits.count) && digits.allSatisfy { (0x30...0x39).contains($0) }
+        && (digits.count == 1 || digits.first != 0x30)
+    }
+    switch kind {
+    case .virtio: return number(after: "virtio")
+    case .vmware: return name == "vmw_balloon"
+    case .xen: return number(after: "xen_memory")
+    case .hyperv:
+      let groups = name.split(separator: "-", omittingEmptySubsequences: false)
+      return groups.map(\.utf8.count) == [8, 4, 4, 4, 12]
+        && groups.allSatisfy {
+          $0.utf8.allSatisfy { (0x30...0x39).contains($0) || (0x61...0x66).contains($0) }
+        }
+    }
+  }
 }
 
 /// What the daemon knows between ticks and across restarts, written
@@ -66,9 +87,13 @@ public struct DaemonState: Sendable, Equatable {
     }
   }
 
-  /// Wall-clock time of a boot-time instant, via the last update's pair.
-  public func wallTime(ofBoottime instant: Double) -> Int64 {
-    updatedAt - Int64((updatedBoottime - instant).rounded())
+  /// Wall-clock time of a boot-time instant, via the last update's pair;
+  /// nil when the clocks do not give a representable time.
+  public func wallTime(ofBoottime instant: Double) -> Int64? {
+    let seconds = (Double(updatedAt) - (updatedBoottime - instant)).rounded()
+    // Int64's bounds as Doubles: anything inside converts without trapping.
+    guard seconds.isFinite, seconds >= -9.2e18, seconds <= 9.2e18 else { return nil }
+    return Int64(seconds)
   }
 
   // MARK: JSON
@@ -112,7 +137,10 @@ public struct DaemonState: Sendable, Equatable {
     return .object(members)
   }
 
-  /// Parses the state file; `path` names it in errors.
+  /// Parses the state file; `path` names it in errors. The file is input
+  /// like any other: every number is checked against the range balloonctl
+  /// itself writes, every name against what discovery names a balloon of
+  /// that kind; anything else is corrupt (one error naming the field).
   public static func parse(_ bytes: [UInt8], path: String) throws(SourceError) -> DaemonState {
     let document: JSONValue
     do {
@@ -120,54 +148,249 @@ public struct DaemonState: Sendable, Equatable {
     } catch {
       throw .malformed(path, "not JSON (\(error))")
     }
-    func field<T>(_ value: JSONValue?, _ name: String, _ get: (JSONValue) -> T?) throws(SourceError)
-      -> T
-    {
-      guard let value, let result = get(value) else {
-        throw .malformed(path, "missing or invalid \"\(name)\"")
-      }
-      return result
-    }
-    let version = try field(document["version"], "version") { $0.uint64 }
+    let top = try StateFields(document, path: path, prefix: "")
+    let version = try top.integer("version", StateRange.version)
     guard version == formatVersion else {
       throw .malformed(path, "state format version \(version), expected \(formatVersion)")
     }
-    let pid = try field(document["pid"], "pid") { $0.double.map { Int32(clamping: Int64($0)) } }
     var state = DaemonState(
-      pid: pid,
-      mode: try field(document["mode"], "mode") { $0.string },
-      intervalMilliseconds: try field(document["interval_ms"], "interval_ms") { $0.uint64 },
-      startedAt: try field(document["started_at"], "started_at") { $0.double.map { Int64($0) } })
-    state.updatedAt = try field(document["updated_at"], "updated_at") {
-      $0.double.map { Int64($0) }
+      pid: Int32(try top.integer("pid", StateRange.pid)),
+      mode: try top.word("mode", ControlMode.allCases.map(\.rawValue)),
+      intervalMilliseconds: try top.integer("interval_ms", StateRange.intervalMilliseconds),
+      startedAt: Int64(try top.integer("started_at", StateRange.epochSeconds)))
+    state.updatedAt = Int64(try top.integer("updated_at", StateRange.epochSeconds))
+    state.updatedBoottime = try top.seconds("updated_boottime", StateRange.boottime)
+    state.limitBytes = try top.optionalInteger("limit_bytes", StateRange.bytes)
+    let entries = try top.array("balloons")
+    guard entries.count <= StateRange.maxBalloons else {
+      throw .malformed(
+        path,
+        "\"balloons\" has \(entries.count) records; expected at most \(StateRange.maxBalloons)")
     }
-    state.updatedBoottime = try field(document["updated_boottime"], "updated_boottime") {
-      $0.double
-    }
-    state.limitBytes = document["limit_bytes"]?.uint64
-    let balloons = try field(document["balloons"], "balloons") { $0.array }
-    for entry in balloons {
-      let kind = try field(entry["kind"], "kind") { $0.string.flatMap(BalloonKind.init(rawValue:)) }
-      var hold = HoldState(
-        backoffSeconds: try field(entry["backoff_seconds"], "backoff_seconds") { $0.double })
-      hold.held = try field(entry["held"], "held") { $0.bool }
-      hold.since = entry["since_boottime"]?.double
-      hold.reason = entry["reason"]?.string
-      hold.readmitNotBefore = entry["readmit_not_before_boottime"]?.double
-      hold.blindReadmitAt = entry["blind_readmit_at_boottime"]?.double
-      hold.xenWrittenTargetKiB = entry["xen_written_target_kib"]?.uint64
-      hold.xenHostBalloonTargetBytes = entry["xen_host_balloon_target_bytes"]?.uint64
-      hold.releases = Int(clamping: entry["releases"]?.uint64 ?? 0)
-      var record = BalloonRecord(
-        kind: kind, name: try field(entry["name"], "name") { $0.string },
-        sysPath: try field(entry["sys_path"], "sys_path") { $0.string }, hold: hold)
-      if let last = entry["last_decision"], !last.isNull {
-        record.lastDecision = DecisionJSON.parse(last)
-        record.lastDecisionAt = last["at"]?.double.map { Int64($0) }
+    var seen = Set<String>()
+    for (index, entry) in entries.enumerated() {
+      let record = try parseRecord(StateFields(entry, path: path, prefix: "balloons[\(index)]."))
+      guard seen.insert(record.key).inserted else {
+        throw .malformed(path, "\"balloons[\(index)]\" repeats the record of \(record.key)")
       }
-      state.update(record)
+      state.balloons.append(record)
     }
     return state
+  }
+
+  static func parseRecord(_ fields: StateFields) throws(SourceError) -> BalloonRecord {
+    let kind = try fields.kind("kind")
+    let name = try fields.balloonName("name", kind: kind)
+    var hold = HoldState(backoffSeconds: try fields.seconds("backoff_seconds", StateRange.backoff))
+    hold.held = try fields.bool("held")
+    hold.since = try fields.optionalSeconds("since_boottime", StateRange.boottime)
+    hold.reason = try fields.optionalText("reason")
+    hold.readmitNotBefore = try fields.optionalSeconds(
+      "readmit_not_before_boottime", StateRange.boottime)
+    hold.blindReadmitAt = try fields.optionalSeconds(
+      "blind_readmit_at_boottime", StateRange.boottime)
+    hold.xenWrittenTargetKiB = try fields.optionalInteger(
+      "xen_written_target_kib", StateRange.kibibytes)
+    hold.xenHostBalloonTargetBytes = try fields.optionalInteger(
+      "xen_host_balloon_target_bytes", StateRange.bytes)
+    hold.releases = Int(try fields.optionalInteger("releases", StateRange.releases) ?? 0)
+    // Informational only (what the path was when written): nothing acts on
+    // it; the device is found again by discovery.
+    let sysPath = try fields.optionalSysPath("sys_path") ?? ""
+    var record = BalloonRecord(kind: kind, name: name, sysPath: sysPath, hold: hold)
+    if let last = try fields.optionalObject("last_decision") {
+      record.lastDecision = try DecisionJSON.parse(last, kind: kind)
+      record.lastDecisionAt = try last.optionalInteger("at", StateRange.epochSeconds).map(
+        Int64.init)
+    }
+    return record
+  }
+}
+
+/// The ranges a state file's numbers must be in: what balloonctl itself can
+/// write, with room to spare. Outside them the file is corrupt.
+public enum StateRange {
+  public static let version: ClosedRange<UInt64> = 0...1_000_000
+  /// Linux's PID_MAX_LIMIT.
+  public static let pid: ClosedRange<UInt64> = 1...4_194_304
+  /// Seconds since the epoch (2^40 s is beyond year 36000).
+  public static let epochSeconds: ClosedRange<UInt64> = 0...(1 << 40)
+  /// CLOCK_BOOTTIME seconds (1e10 s is three centuries of uptime).
+  public static let boottime: ClosedRange<Double> = 0...1e10
+  /// The blind re-admit back-off (the policy caps it at 10 min).
+  public static let backoff: ClosedRange<Double> = 0...86_400
+  public static let releases: ClosedRange<UInt64> = 0...(1 << 32)
+  /// Xen target_kb (2^50 KiB is 1 EiB).
+  public static let kibibytes: ClosedRange<UInt64> = 0...(1 << 50)
+  public static let bytes: ClosedRange<UInt64> = 0...(1 << 60)
+  /// `--interval` 0.1 to 60 s.
+  public static let intervalMilliseconds: ClosedRange<UInt64> = 100...60_000
+  /// Far more balloons than any guest has.
+  public static let maxBalloons = 256
+  /// Reasons and paths are short texts.
+  public static let maxTextBytes = 4096
+}
+
+/// The members of one object of the state file, each read as untrusted
+/// input: the type, the range and the text are checked, and a failure names
+/// the file and the field (`balloons[0].backoff_seconds`).
+struct StateFields {
+  let value: JSONValue
+  let path: String
+  let prefix: String
+
+  init(_ value: JSONValue, path: String, prefix: String) throws(SourceError) {
+    guard case .object = value else {
+      throw .malformed(
+        path, prefix.isEmpty ? "not a JSON object" : "\"\(prefix.dropLast())\" is not an object")
+    }
+    self.value = value
+    self.path = path
+    self.prefix = prefix
+  }
+
+  func fail(_ field: String, _ what: String) -> SourceError {
+    .malformed(path, "\"\(prefix)\(field)\" \(what)")
+  }
+
+  /// A short rendering of a bad value for the error.
+  func shown(_ value: JSONValue) -> String {
+    let text = value.rendered(pretty: false)
+    return text.count <= 40 ? text : String(text.prefix(40)) + "…"
+  }
+
+  func required(_ field: String) throws(SourceError) -> JSONValue {
+    guard let member = value[field], !member.isNull else { throw fail(field, "is missing") }
+    return member
+  }
+
+  func optional(_ field: String) -> JSONValue? {
+    guard let member = value[field], !member.isNull else { return nil }
+    return member
+  }
+
+  func integer(_ field: String, _ range: ClosedRange<UInt64>) throws(SourceError) -> UInt64 {
+    try integer(field, required(field), range)
+  }
+
+  func optionalInteger(_ field: String, _ range: ClosedRange<UInt64>) throws(SourceError)
+    -> UInt64?
+  {
+    guard let member = optional(field) else { return nil }
+    return try integer(field, member, range)
+  }
+
+  private func integer(_ field: String, _ member: JSONValue, _ range: ClosedRange<UInt64>)
+    throws(SourceError) -> UInt64
+  {
+    guard case .integer(let number) = member, range.contains(number) else {
+      throw fail(
+        field,
+        "is \(shown(member)); expected an integer from \(range.lowerBound) to \(range.upperBound)")
+    }
+    return number
+  }
+
+  func seconds(_ field: String, _ range: ClosedRange<Double>) throws(SourceError) -> Double {
+    try seconds(field, required(field), range)
+  }
+
+  func optionalSeconds(_ field: String, _ range: ClosedRange<Double>) throws(SourceError) -> Double?
+  {
+    guard let member = optional(field) else { return nil }
+    return try seconds(field, member, range)
+  }
+
+  private func seconds(_ field: String, _ member: JSONValue, _ range: ClosedRange<Double>)
+    throws(SourceError) -> Double
+  {
+    // The parser yields only finite numbers; the range check keeps it so.
+    guard let number = member.double, number.isFinite, range.contains(number) else {
+      throw fail(
+        field,
+        "is \(shown(member)); expected seconds from \(Int64(range.lowerBound)) to \(Int64(range.upperBound))"
+      )
+    }
+    return number
+  }
+
+  func bool(_ field: String) throws(SourceError) -> Bool {
+    let member = try required(field)
+    guard let flag = member.bool else {
+      throw fail(field, "is \(shown(member)); expected true or false")
+    }
+    return flag
+  }
+
+  func array(_ field: String) throws(SourceError) -> [JSONValue] {
+    let member = try required(field)
+    guard let items = member.array else {
+      throw fail(field, "is \(shown(member)); expected an array")
+    }
+    return items
+  }
+
+  func optionalObject(_ field: String) throws(SourceError) -> StateFields? {
+    guard let member = optional(field) else { return nil }
+    return try StateFields(member, path: path, prefix: prefix + field + ".")
+  }
+
+  /// One of a fixed set of words.
+  func word(_ field: String, _ words: [String]) throws(SourceError) -> String {
+    let member = try required(field)
+    guard let text = member.string, words.contains(text) else {
+      throw fail(field, "is \(shown(member)); expected one of \(words.joined(separator: ", "))")
+    }
+    return text
+  }
+
+  func kind(_ field: String) throws(SourceError) -> BalloonKind {
+    BalloonKind(rawValue: try word(field, BalloonKind.allCases.map(\.rawValue)))!
+  }
+
+  func balloonName(_ field: String, kind: BalloonKind) throws(SourceError) -> String {
+    let member = try required(field)
+    guard let name = member.string, BalloonRecord.isValid(name: name, kind: kind) else {
+      throw fail(field, "is \(shown(member)); not the name of a \(kind.rawValue) balloon")
+    }
+    return name
+  }
+
+  /// Free text (a reason): bounded, and no control characters, which a
+  /// terminal showing `status` would obey.
+  func text(_ field: String) throws(SourceError) -> String {
+    let member = try required(field)
+    return try text(field, member)
+  }
+
+  func optionalText(_ field: String) throws(SourceError) -> String? {
+    guard let member = optional(field) else { return nil }
+    return try text(field, member)
+  }
+
+  private func text(_ field: String, _ member: JSONValue) throws(SourceError) -> String {
+    guard let text = member.string else {
+      throw fail(field, "is \(shown(member)); expected a string")
+    }
+    guard text.utf8.count <= StateRange.maxTextBytes else {
+      throw fail(field, "is longer than \(StateRange.maxTextBytes) bytes")
+    }
+    guard !text.unicodeScalars.contains(where: StateFields.isControl) else {
+      throw fail(field, "contains a control character")
+    }
+    return text
+  }
+
+  func optionalSysPath(_ field: String) throws(SourceError) -> String? {
+    guard let text = try optionalText(field) else { return nil }
+    guard text.isEmpty || text.hasPrefix("/sys/") else {
+      throw fail(field, "is \"\(text)\"; expected a path below /sys")
+    }
+    return text
+  }
+
+  static func isControl(_ scalar: Unicode.Scalar) -> Bool {
+    scalar.value < 0x20 || (0x7F...0x9F).contains(scalar.value)
   }
 }
 
@@ -187,108 +410,17 @@ public enum DecisionJSON {
     return .object(members)
   }
 
-  static func parse(_ value: JSONValue) -> Decision? {
-    guard let action = value["action"]?.string.flatMap(Decision.Action.init(rawValue:)),
-      let balloon = value["balloon"]?.string, let reason = value["reason"]?.string
-    else { return nil }
+  /// A saved decision, checked like the rest of the state file.
+  static func parse(_ fields: StateFields, kind: BalloonKind) throws(SourceError) -> Decision {
+    let action = Decision.Action(
+      rawValue: try fields.word(
+        "action", [Decision.Action.none, .release, .readmit, .setTarget, .alert].map(\.rawValue)))!
     return Decision(
-      action, balloon: balloon, reason: reason,
-      balloonTargetBytes: value["balloon_target_bytes"]?.uint64,
-      xenTargetKiB: value["target_kb"]?.uint64)
+      action, balloon: try fields.balloonName("balloon", kind: kind),
+      reason: try fields.text("reason"),
+      balloonTargetBytes: try fields.optionalInteger("balloon_target_bytes", StateRange.bytes),
+      xenTargetKiB: try fields.optionalInteger("target_kb", StateRange.kibibytes))
   }
-}
-
-/// Reads and atomically writes the state file.
-public struct StateStore: Sendable {
-  public let directory: FilePath
-  public var file: FilePath { directory.appending("state.json") }
-
-  public static let defaultDirectory: FilePath = "/run/balloonctl"
-
-  public init(directory: FilePath) { self.directory = directory }
-
-  /// nil when no daemon has written a state (first start, or after reboot).
-  public func load() throws(SourceError) -> DaemonState? {
-    guard let bytes = try SystemFile.read(file) else { return nil }
-    return try DaemonState.parse(bytes, path: file.string)
-  }
-
-  /// Write to a temporary file in the same directory, fsync, rename over the
-  /// old one: a crash at any point leaves either the old or the new state.
-  public func save(_ state: DaemonState) throws(SourceError) {
-    try ensureDirectory()
-    let temporary = directory.appending("state.json.tmp")
-    let text = state.json().rendered() + "\n"
-    do {
-      let fd = try FileDescriptor.open(
-        temporary, .writeOnly, options: [.create, .truncate, .closeOnExec],
-        permissions: [.ownerReadWrite, .groupRead, .otherRead], retryOnInterrupt: true)
-      try fd.closeAfter {
-        _ = try fd.writeAll(text.utf8)
-        guard fsync(fd.rawValue) == 0 else { throw Errno(rawValue: errno) }
-      }
-    } catch let error as Errno {
-      throw SourceError(path: temporary.string, .unreadable(error))
-    } catch {
-      throw SourceError(path: temporary.string, .malformed(line: nil, "\(error)"))
-    }
-    let renamed = temporary.withPlatformString { from in
-      file.withPlatformString { to in rename(from, to) }
-    }
-    guard renamed == 0 else {
-      throw SourceError(path: file.string, .unreadable(Errno(rawValue: errno)))
-    }
-  }
-
-  /// Creates the directory and any missing parents (`mkdir -p`).
-  public func ensureDirectory() throws(SourceError) {
-    var path = FilePath(directory.root.map { $0.string } ?? "")
-    for component in directory.components {
-      path.append(component)
-      let made = path.withPlatformString { mkdir($0, 0o755) }
-      if made != 0 && errno != EEXIST {
-        throw SourceError(path: path.string, .unreadable(Errno(rawValue: errno)))
-      }
-    }
-  }
-}
-
-/// One `balloonctl run` at a time: an exclusive `flock` on
-/// `/run/balloonctl/lock`, released by the kernel when the process dies.
-public final class InstanceLock {
-  private let fd: FileDescriptor
-  public let path: FilePath
-
-  public struct Held: Error, Sendable, CustomStringConvertible {
-    public var path: String
-    public init(path: String) { self.path = path }
-    public var description: String {
-      "another balloonctl run holds \(path); only one may govern the balloon"
-    }
-  }
-
-  public init(directory: FilePath) throws(SourceError) {
-    try StateStore(directory: directory).ensureDirectory()
-    path = directory.appending("lock")
-    do {
-      fd = try FileDescriptor.open(
-        path, .readWrite, options: [.create, .closeOnExec],
-        permissions: [.ownerReadWrite, .groupRead, .otherRead], retryOnInterrupt: true)
-    } catch let error as Errno {
-      throw SourceError(path: path.string, .unreadable(error))
-    } catch {
-      throw SourceError(path: path.string, .malformed(line: nil, "\(error)"))
-    }
-  }
-
-  /// Takes the lock or reports who holds it.
-  public func acquire() throws(SourceError) -> Bool {
-    if flock(fd.rawValue, LOCK_EX | LOCK_NB) == 0 { return true }
-    if errno == EWOULDBLOCK { return false }
-    throw SourceError(path: path.string, .unreadable(Errno(rawValue: errno)))
-  }
-
-  deinit { try? fd.close() }
 }
 
 /// The clocks the daemon runs on.
