@@ -224,7 +224,7 @@ struct RunCommand: ParsableCommand {
     let metrics = settings.metricsFile.map { MetricsFile(path: FilePath($0)) }
 
     if once {
-      let report = try controller.tick()
+      let report = try controller.tickOnce()
       try metrics?.write(report, state: controller.state)
       if json {
         print(OnceJSON.document(report, mode: settings.mode).rendered())

@@ -25,7 +25,8 @@ struct StatusCommand: ParsableCommand {
         balloonctl status --probe-target      (virtio: also read the host's target)
         balloonctl status --root ./snapshot   (a copied /proc + /sys tree)
 
-      Exit status: 0 the state was read; 1 a kernel file or the daemon's state file \
+      Exit status: 0 the state was read (a /proc/<pid>/status that cannot be read only makes \
+      Σ VmPin partial, said in a note); 1 a kernel file or the daemon's state file \
       (<state-dir>/state.json) could not be read or is malformed (the one-line error names \
       it; the rest is still shown); 64 invalid command line.
       """)

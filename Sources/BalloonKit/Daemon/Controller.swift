@@ -45,6 +45,9 @@ public struct TickReport: Sendable {
   /// Decisions that were carried out (enforce mode), with the error if the
   /// lever failed.
   public var performed: [(decision: Decision, error: ActuatorError?)]
+  /// Balloons discovery lists whose files could not be read this tick (each
+  /// also has a `none` decision saying so).
+  public var unreadable: [(device: BalloonDevice, error: SourceError)] = []
 
   /// The decision worth reporting first: an action over a `none`.
   public var headline: Decision? {
@@ -72,6 +75,11 @@ public final class Controller {
   private let meminfoFile: KeptOpenFile
   private let vmstatFile: KeptOpenFile
   private var vmPinSum: UInt64?
+  /// VmPin per pid from the last scan, so a status that turns unreadable
+  /// keeps counting what it pinned (the limit never rises for that reason).
+  private var lastKnownVmPin: [Int32: UInt64] = [:]
+  private var vmPinCoverage: VmPinCoverage?
+  private var loggedScanProblem: String?
   private var lastProcessScan = -Double.infinity
   private var lastFollOutstanding: UInt64?
   /// The last /proc/vmstat read, its age in ticks, and whether the last tick
@@ -85,6 +93,11 @@ public final class Controller {
   /// Per balloon, the last decision logged at notice, so a steady state is
   /// not re-logged every tick.
   private var lastLogged: [String: Decision.Action] = [:]
+  /// Per balloon key, the read error last logged (logged again only when it changes).
+  private var loggedUnreadable: [String: String] = [:]
+  /// Held records resumed from the state file that have not yet been checked
+  /// against the device (the state file is untrusted; see `verifyResumed`).
+  private var unverifiedHolds: Set<String> = []
 
   /// - Parameters:
   ///   - actuators: required in enforce mode; must be nil in report mode.
@@ -110,6 +123,7 @@ public final class Controller {
     if let previous {
       // Resume holds (and their back-off) from a previous run, crashed or not.
       state.balloons = previous.balloons
+      unverifiedHolds = Set(previous.balloons.filter { $0.hold.held }.map(\.key))
     }
     self.state = state
   }
@@ -123,6 +137,19 @@ public final class Controller {
   public func tick(now: Double = Clock.boottime(), wall: Int64 = Clock.wall()) throws(SourceError)
     -> TickReport
   {
+    try tick(now: now, wall: wall, strict: false)
+  }
+
+  /// `run --once`: the same tick, but it fails as `status` does (one error
+  /// naming the file) when a discovered balloon or the processes cannot be
+  /// read, before deciding anything.
+  public func tickOnce(now: Double = Clock.boottime(), wall: Int64 = Clock.wall())
+    throws(SourceError) -> TickReport
+  {
+    try tick(now: now, wall: wall, strict: true)
+  }
+
+  private func tick(now: Double, wall: Int64, strict: Bool) throws(SourceError) -> TickReport {
     if discoveryDue || now - lastDiscovery >= config.rediscoverSeconds {
       let found = try Discovery.discover(root: root)
       if found != devices {
@@ -137,66 +164,123 @@ public final class Controller {
 
     let meminfo = try readMeminfo()
     let vmstat = try vmstatForTick(meminfo: meminfo)
-    refreshVmPin(vmstat: vmstat, now: now)
+    try refreshVmPin(vmstat: vmstat, now: now, strict: strict)
 
+    // The same reading as `status` (BalloonReaders.readAll). A listed balloon
+    // that cannot be read is not gone: it keeps its hold and gets no lever.
     var readings: [BalloonReading] = []
-    for device in devices {
-      do {
-        readings.append(
-          try BalloonReaders.read(
-            device, root: root, meminfo: meminfo, vmstat: vmstat, probe: probe))
-      } catch {
-        // The device may be going away under us (hot-unplug, module unload):
-        // skip it this tick and look again.
-        logger.warning(
-          "balloon unreadable", metadata: ["balloon": "\(device.name)", "error": "\(error)"])
-        discoveryDue = true
+    var unreadable: [(device: BalloonDevice, error: SourceError)] = []
+    let results = BalloonReaders.readAll(
+      devices, root: root, meminfo: meminfo, vmstat: vmstat, probe: probe)
+    for (device, result) in zip(devices, results) {
+      switch result {
+      case .success(let reading): readings.append(reading)
+      case .failure(let error):
+        if strict { throw error }
+        unreadable.append((device, error))
       }
     }
+    noteReadErrors(unreadable)
     virtioSizeFromCounters = readings.contains {
       $0.device.kind == .virtio && $0.deviceActualBytes == nil
     }
     let snapshot = GuestSnapshot.assemble(
       balloons: readings, meminfo: meminfo, vmstat: vmstat, vmPinSumBytes: vmPinSum,
-      fraction: config.fraction)
+      vmPinCoverage: vmPinCoverage, fraction: config.fraction)
     state.limitBytes = snapshot.limit.bytes
 
     var decisions: [Decision] = []
     var performed: [(decision: Decision, error: ActuatorError?)] = []
     var changed = false
-
-    // Balloons we see, then balloons we hold that discovery no longer shows
-    // (a released vmw_balloon is unloaded; a virtio device may be unplugged).
-    for reading in readings {
-      let outcome = step(reading.device, reading: reading, snapshot: snapshot, now: now, wall: wall)
+    func record(_ outcome: StepOutcome) {
       decisions.append(outcome.decision)
       if let done = outcome.performed { performed.append(done) }
       changed = changed || outcome.changed
     }
-    for record in state.balloons where record.hold.held {
-      guard
-        !readings.contains(where: { $0.device.kind == record.kind && $0.device.name == record.name }
-        )
-      else { continue }
-      let device = BalloonDevice(
-        kind: record.kind, name: record.name, sysPath: record.sysPath, driver: nil)
-      let outcome = step(device, reading: nil, snapshot: snapshot, now: now, wall: wall)
-      decisions.append(outcome.decision)
-      if let done = outcome.performed { performed.append(done) }
-      changed = changed || outcome.changed
+
+    // Balloons discovery lists, in its order: read, or unreadable.
+    for (device, result) in zip(devices, results) {
+      let seen: Seen
+      switch result {
+      case .success(let reading): seen = .read(reading)
+      case .failure(let error): seen = .unreadable(error)
+      }
+      record(step(device, seen: seen, snapshot: snapshot, now: now, wall: wall))
+    }
+    // Balloons we hold that discovery no longer lists (a released vmw_balloon
+    // is unloaded; a virtio device may be unplugged). Their identity comes
+    // from the state file, so no path of theirs is ever acted on: only the
+    // vmw_balloon module (a fixed name, no path) can be re-admitted.
+    for held in state.balloons where held.hold.held {
+      guard !devices.contains(where: { $0.kind == held.kind && $0.name == held.name }) else {
+        continue
+      }
+      let device =
+        held.kind == .vmware && held.name == Self.vmwModule.name
+        ? Self.vmwModule
+        : BalloonDevice(kind: held.kind, name: held.name, sysPath: "", driver: nil)
+      record(step(device, seen: .absent, snapshot: snapshot, now: now, wall: wall))
     }
 
     // Written on change only: a steady tick writes nothing.
     if changed { try persist(now: now, wall: wall) }
-    return TickReport(snapshot: snapshot, decisions: decisions, performed: performed)
+    var report = TickReport(snapshot: snapshot, decisions: decisions, performed: performed)
+    report.unreadable = unreadable
+    return report
+  }
+
+  /// The vmw_balloon module as discovery names it when loaded. A held VMware
+  /// balloon is unloaded (absent) by design; re-admitting it is a modprobe
+  /// of this fixed name, never of anything read from the state file.
+  static let vmwModule = BalloonDevice(
+    kind: .vmware, name: "vmw_balloon", sysPath: SysfsDiscovery.vmwModule, driver: nil)
+
+  /// What a tick saw of one balloon.
+  private enum Seen {
+    case read(BalloonReading)
+    /// Listed by discovery; its files could not be read.
+    case unreadable(SourceError)
+    /// Not listed by discovery (only held records get a step then).
+    case absent
+  }
+
+  private typealias StepOutcome = (
+    decision: Decision, performed: (decision: Decision, error: ActuatorError?)?, changed: Bool
+  )
+
+  /// Logs each balloon's read error at error level once per change of the
+  /// error, and its recovery once. A new error also asks for discovery on the
+  /// next tick: a device being unplugged then shows as gone, not unreadable.
+  private func noteReadErrors(_ unreadable: [(device: BalloonDevice, error: SourceError)]) {
+    var now: [String: String] = [:]
+    for (device, error) in unreadable {
+      let key = BalloonRecord.key(kind: device.kind, name: device.name)
+      let text = error.description
+      now[key] = text
+      guard loggedUnreadable[key] != text else { continue }
+      let held = state.record(forKey: key)?.hold.held ?? false
+      logger.error(
+        "balloon unreadable; no action on it until it reads again",
+        metadata: [
+          "balloon": "\(device.name)", "kind": "\(device.kind.rawValue)", "error": "\(text)",
+          "hold": "\(held ? "kept" : "none")",
+        ])
+      discoveryDue = true
+    }
+    for (key, _) in loggedUnreadable where now[key] == nil {
+      if let device = devices.first(where: {
+        BalloonRecord.key(kind: $0.kind, name: $0.name) == key
+      }) {
+        logger.notice("balloon readable again", metadata: ["balloon": "\(device.name)"])
+      }
+    }
+    loggedUnreadable = now
   }
 
   /// Decide for one balloon and, in enforce mode, act on it.
   private func step(
-    _ device: BalloonDevice, reading: BalloonReading?, snapshot: GuestSnapshot, now: Double,
-    wall: Int64
-  ) -> (decision: Decision, performed: (decision: Decision, error: ActuatorError?)?, changed: Bool)
-  {
+    _ device: BalloonDevice, seen: Seen, snapshot: GuestSnapshot, now: Double, wall: Int64
+  ) -> StepOutcome {
     let index = state.balloons.firstIndex { $0.kind == device.kind && $0.name == device.name }
     let stored = index.map { state.balloons[$0] }
     var record =
@@ -204,22 +288,39 @@ public final class Controller {
       ?? BalloonRecord(
         kind: device.kind, name: device.name, sysPath: device.sysPath,
         hold: config.policy.freshState)
-    if reading != nil { record.sysPath = device.sysPath }
+    let listed = devices.contains(device)
+    var reading: BalloonReading?
+    var readError: SourceError?
+    switch seen {
+    case .read(let value): reading = value
+    case .unreadable(let error): readError = error
+    case .absent: break
+    }
+    if listed { record.sysPath = device.sysPath }
     let limit = snapshot.limit.bytes
-    let observation = observe(device, reading: reading, held: record.hold.held)
+    var observation = observe(device, reading: reading, listed: listed, held: record.hold.held)
+    observation.unreadable = readError
+    // Bound or not comes from discovery; Xen's target_kb needs a reading.
+    if unverifiedHolds.contains(record.key), readError == nil || device.kind != .xen {
+      record.hold = verifyResumed(record, device: device, observation: observation)
+      unverifiedHolds.remove(record.key)
+    }
     // Report mode never holds anything, so it judges every tick afresh.
     let previous = config.mode == .enforce ? record.hold : config.policy.freshState
     var (decision, next) = Policy.decide(
       observation, limitBytes: limit, state: previous, now: now, config: config.policy)
 
+    // A lever is pulled only on a device discovery lists now (or on the
+    // vmw_balloon module, by its fixed name), never on one we could not read.
+    let mayAct = readError == nil && (listed || device == Self.vmwModule)
     var done: (decision: Decision, error: ActuatorError?)?
-    if decision.action != .none && decision.action != .alert, let actuators {
+    if decision.action != .none && decision.action != .alert, mayAct, let actuators {
       // Re-read just before pulling a lever: the state may have moved since
       // the tick began (the balloon finished deflating, the host changed its mind).
       if let fresh = reread(device) {
         let again = Policy.decide(
-          observe(device, reading: fresh, held: record.hold.held), limitBytes: limit,
-          state: previous, now: now, config: config.policy)
+          observe(device, reading: fresh, listed: listed, held: record.hold.held),
+          limitBytes: limit, state: previous, now: now, config: config.policy)
         if again.0.action != decision.action {
           decision = again.0
           next = again.1
@@ -232,13 +333,26 @@ public final class Controller {
         logAction(decision, device: device, before: reading, limit: limit, error: error)
       }
     } else {
+      if decision.action != .none && decision.action != .alert && !mayAct {
+        // A lever wanted on a balloon that is neither listed nor the vmw
+        // module (a record naming no real device): treated as gone, like a
+        // hot-unplugged one; the hold is dropped and nothing is touched.
+        decision = Decision(.none, balloon: device.name, why: .deviceGone)
+        next = config.policy.freshState
+        next.releases = record.hold.releases
+      }
       logDecision(decision, mode: config.mode)
     }
 
     if config.mode == .enforce { record.hold = next }
     // Keep the first decision of each kind: reasons carry sizes that move
-    // every tick, and a steady state must not rewrite the state file.
-    if record.lastDecision?.action != decision.action || (done != nil && done?.error == nil) {
+    // every tick, and a steady state must not rewrite the state file. An
+    // unreadable balloon is recorded (for `status`) once per error.
+    let last = record.lastDecision
+    if last?.action != decision.action || (done != nil && done?.error == nil)
+      || last?.why.isUnreadable != decision.why.isUnreadable
+      || (decision.why.isUnreadable && last?.why != decision.why)
+    {
       record.lastDecision = decision
       record.lastDecisionAt = wall
     }
@@ -251,23 +365,75 @@ public final class Controller {
     return (decision, done, true)
   }
 
+  /// A hold resumed from the state file is honoured only if the device is in
+  /// the state our hold leaves it: a released virtio balloon is unbound, a
+  /// released vmw_balloon unloaded, a Xen hold has the target_kb we wrote.
+  /// Anything else was not held by us (a stale or forged file): the hold is
+  /// dropped with a warning and the balloon decided from scratch, so the
+  /// daemon never "re-admits" a device it did not release.
+  private func verifyResumed(
+    _ record: BalloonRecord, device: BalloonDevice, observation: BalloonObservation
+  )
+    -> HoldState
+  {
+    guard record.hold.held, devices.contains(device) else { return record.hold }
+    let problem: String?
+    switch record.kind {
+    case .virtio, .vmware:
+      problem =
+        device.bound
+        ? "the state file says held, but it is bound to \(device.driver ?? "a driver")" : nil
+    case .xen:
+      let written = record.hold.xenWrittenTargetKiB
+      problem =
+        written != nil && written == observation.xenTargetKiB
+        ? nil
+        : "the state file says held at target_kb \(written.map { "\($0)" } ?? "unknown"), but target_kb is \(observation.xenTargetKiB.map { "\($0)" } ?? "unreadable")"
+    case .hyperv:
+      problem = "the state file says held, but Hyper-V balloons are never held"
+    }
+    guard let problem else { return record.hold }
+    logger.warning(
+      "resumed hold is not ours; dropped",
+      metadata: [
+        "balloon": "\(record.name)", "kind": "\(record.kind.rawValue)", "why": "\(problem)",
+      ])
+    var fresh = config.policy.freshState
+    fresh.releases = record.hold.releases
+    return fresh
+  }
+
   /// Gives back every balloon this daemon holds (`--on-exit readmit`): rebinds
   /// virtio, reloads vmw_balloon, restores Xen's host target.
   public func readmitAll() -> [(Decision, ActuatorError?)] {
     guard let actuators else { return [] }
+    // Only devices discovery lists now are acted on (paths in the state
+    // file are never used); the vmw_balloon module is reloaded by name.
+    let listed = (try? Discovery.discover(root: root)) ?? devices
     var results: [(Decision, ActuatorError?)] = []
     for var record in state.balloons where record.hold.held {
-      let device =
-        devices.first { $0.kind == record.kind && $0.name == record.name }
-        ?? BalloonDevice(kind: record.kind, name: record.name, sysPath: record.sysPath, driver: nil)
       var decision = Decision(
         .readmit, balloon: record.name, reason: "stopping with --on-exit readmit")
+      let device: BalloonDevice
+      if let found = listed.first(where: { $0.kind == record.kind && $0.name == record.name }) {
+        device = found
+      } else if record.kind == .vmware && record.name == Self.vmwModule.name {
+        device = Self.vmwModule
+      } else {
+        results.append(
+          (decision, ActuatorError("\(record.name): not listed by discovery; nothing to re-admit")))
+        continue
+      }
       var error: ActuatorError?
       if record.kind == .xen {
-        // Restore the host's wish: the reservation minus the balloon it asked for.
-        if let wish = record.hold.xenHostBalloonTargetBytes,
-          let xen = try? XenBalloonReader.read(device: device, root: root)
-        {
+        // Restore the host's wish: the reservation minus the balloon it asked
+        // for, unless the toolstack set a target since (then it stands).
+        let xen = try? XenBalloonReader.read(device: device, root: root)
+        if let xen, record.hold.xenWrittenTargetKiB != xen.reservationTargetBytes / 1024 {
+          decision = Decision(
+            .none, balloon: record.name,
+            reason: "target_kb is no longer the one balloonctl wrote; left as the host set it")
+        } else if let wish = record.hold.xenHostBalloonTargetBytes, let xen {
           let reservation = xen.currentReservationBytes +| xen.balloonBytes
           let kib = ((reservation > wish ? reservation - wish : 0) +| 1023) / 1024
           decision = Decision(
@@ -294,14 +460,16 @@ public final class Controller {
     return results
   }
 
-  private func observe(_ device: BalloonDevice, reading: BalloonReading?, held: Bool)
-    -> BalloonObservation
-  {
+  private func observe(
+    _ device: BalloonDevice, reading: BalloonReading?, listed: Bool, held: Bool
+  ) -> BalloonObservation {
+    // An unlisted device's path is not trusted (it came from the state file).
+    let canAct = listed || device == Self.vmwModule
     var observation = BalloonObservation(
-      kind: device.kind, name: device.name, present: reading != nil,
-      bound: reading != nil && device.bound,
+      kind: device.kind, name: device.name, present: listed,
+      bound: listed && device.bound,
       currentBytes: reading?.effectiveCurrentBytes, targetBytes: reading?.target.bytes,
-      leverAvailable: actuators?.leverAvailable(for: device, held: held) ?? true)
+      leverAvailable: canAct ? (actuators?.leverAvailable(for: device, held: held) ?? true) : false)
     if device.kind == .xen, reading != nil,
       let xen = try? XenBalloonReader.read(device: device, root: root)
     {
@@ -439,8 +607,11 @@ public final class Controller {
     }
   }
 
-  /// Σ VmPin, refreshed when the global pin count moved or the backstop ran out.
-  private func refreshVmPin(vmstat: Vmstat, now: Double) {
+  /// Σ VmPin, refreshed when the global pin count moved or the backstop ran
+  /// out. A process whose status cannot be read counts with the VmPin last
+  /// read from it (unknown, and so 0, if never read); the answer is marked
+  /// partial. `strict` (`run --once`) fails on an unlistable /proc as `status` does.
+  private func refreshVmPin(vmstat: Vmstat, now: Double, strict: Bool) throws(SourceError) {
     var outstanding: UInt64?
     if let acquired = vmstat.follPinAcquired, let released = vmstat.follPinReleased {
       outstanding = acquired > released ? acquired - released : 0
@@ -449,14 +620,51 @@ public final class Controller {
     let backstop =
       outstanding == nil ? config.processScanSecondsWithoutCounters : config.processScanSeconds
     guard vmPinSum == nil || moved || now - lastProcessScan >= backstop else { return }
+    lastProcessScan = now
+    let scan: ProcessScan
     do {
-      vmPinSum = try ProcessStatusReader.scan(root: root).reduce(0) { $0 +| $1.pinnedBytes }
-      lastProcessScan = now
-      lastFollOutstanding = outstanding
+      scan = try ProcessStatusReader.scan(root: root)
     } catch {
-      logger.warning(
-        "process scan failed; keeping the last Σ VmPin", metadata: ["error": "\(error)"])
-      lastProcessScan = now
+      if strict { throw error }
+      vmPinCoverage = VmPinCoverage(firstError: error, scanFailed: true)
+      if loggedScanProblem != error.description {
+        logger.warning(
+          "process scan failed; keeping the last Σ VmPin", metadata: ["error": "\(error)"])
+        loggedScanProblem = error.description
+      }
+      return
+    }
+    var known: [Int32: UInt64] = [:]
+    known.reserveCapacity(scan.processes.count + scan.unreadable.count)
+    var sum: UInt64 = 0
+    for process in scan.processes {
+      sum = sum +| process.pinnedBytes
+      known[process.pid] = process.pinnedBytes
+    }
+    var kept = 0
+    for failure in scan.unreadable {
+      guard let pid = failure.pid, let last = lastKnownVmPin[pid] else { continue }
+      sum = sum +| last
+      known[pid] = last
+      kept += 1
+    }
+    lastKnownVmPin = known
+    vmPinSum = sum
+    lastFollOutstanding = outstanding
+    vmPinCoverage = VmPinCoverage(
+      unreadableProcesses: scan.unreadable.count, lastKnownProcesses: kept,
+      firstError: scan.unreadable.first?.error)
+    let problem = scan.unreadable.first?.error.description
+    if problem != loggedScanProblem {
+      if let problem {
+        logger.warning(
+          "some processes' VmPin unreadable; Σ VmPin is partial",
+          metadata: [
+            "unreadable": "\(scan.unreadable.count)", "last_known": "\(kept)",
+            "first": "\(problem)",
+          ])
+      }
+      loggedScanProblem = problem
     }
   }
 }

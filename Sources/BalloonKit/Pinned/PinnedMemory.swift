@@ -7,8 +7,13 @@
 ///     hugetlb     = Hugetlb  (all sizes; HugePages_Total × Hugepagesize before 4.16)
 ///     dma_pinned  = max(Σ VmPin, (nr_foll_pin_acquired − nr_foll_pin_released) × 4096)
 ///     kernel      = SUnreclaim + KernelStack + PageTables + SecPageTables + Percpu
-///     unswappable = SwapTotal == 0 ? max(0, AnonPages + Shmem − locked) : 0
+///     unswappable = SwapTotal == 0 ? max(0, AnonPages + Shmem − locked − dma_pinned) : 0
 ///     pinned      = hugetlb + locked + dma_pinned + kernel + unswappable
+///
+/// Each page counts once. DMA pins, like mlock, are taken on anonymous
+/// buffers (io_uring fixed buffers, RDMA memory regions, VFIO DMA maps), so
+/// without swap those pages are in AnonPages as well as in dma_pinned; they
+/// leave `unswappable` as locked pages do.
 public struct PinnedMemory: Sendable, Equatable {
   public var hugetlbBytes: UInt64
   public var lockedBytes: UInt64
@@ -78,8 +83,10 @@ public enum PinnedAccounting {
 
     var unswappable: UInt64 = 0
     if meminfo.swapTotal == 0 {
+      // Locked and DMA-pinned pages are anonymous too; they are counted above.
       let anonymous = (meminfo.anonPages ?? 0) +| (meminfo.shmem ?? 0)
-      unswappable = anonymous > locked ? anonymous - locked : 0
+      let counted = locked +| dma
+      unswappable = anonymous > counted ? anonymous - counted : 0
     }
 
     return PinnedMemory(

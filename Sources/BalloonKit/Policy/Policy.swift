@@ -16,11 +16,15 @@ public struct BalloonObservation: Sendable, Equatable {
   /// and target_kb as read; set_target converts the balloon size with them.
   public var xenReservationBytes: UInt64?
   public var xenTargetKiB: UInt64?
+  /// Discovery lists the balloon but its files could not be read or parsed
+  /// (not the same as gone: `present` stays true). Nothing is known of its
+  /// size, so nothing is decided on it: a hold is kept, no lever is pulled.
+  public var unreadable: SourceError?
 
   public init(
     kind: BalloonKind, name: String, present: Bool = true, bound: Bool = true,
     currentBytes: UInt64?, targetBytes: UInt64?, leverAvailable: Bool = true,
-    xenReservationBytes: UInt64? = nil, xenTargetKiB: UInt64? = nil
+    xenReservationBytes: UInt64? = nil, xenTargetKiB: UInt64? = nil, unreadable: SourceError? = nil
   ) {
     self.kind = kind
     self.name = name
@@ -31,6 +35,7 @@ public struct BalloonObservation: Sendable, Equatable {
     self.leverAvailable = leverAvailable
     self.xenReservationBytes = xenReservationBytes
     self.xenTargetKiB = xenTargetKiB
+    self.unreadable = unreadable
   }
 }
 
@@ -91,6 +96,8 @@ public struct Decision: Sendable, Equatable {
     case notPresent
     case notBound
     case deviceGone
+    /// Listed by discovery, but its files could not be read.
+    case unreadable(SourceError, held: Bool)
     case holdEndedOutside(Reason)
     case readmitTarget(target: UInt64, threshold: UInt64, limit: UInt64, margin: Double)
     case heldTargetAbove(target: UInt64, threshold: UInt64)
@@ -122,6 +129,10 @@ public struct Decision: Sendable, Equatable {
       case .notPresent: return "not present"
       case .notBound: return "driver not bound (not by balloonctl)"
       case .deviceGone: return "device gone while held; hold dropped"
+      case .unreadable(let error, let held):
+        return held
+          ? "cannot read the balloon (\(error)); hold kept, no lever pulled until it reads again"
+          : "cannot read the balloon (\(error)); no action until it reads again"
       case .holdEndedOutside(let inner): return "hold ended outside balloonctl; \(inner)"
       case .readmitTarget(let target, let threshold, let limit, let margin):
         return
@@ -151,6 +162,12 @@ public struct Decision: Sendable, Equatable {
           "current \(h(current)) exceeds the limit \(h(limit)); Hyper-V has no safe lever (unbinding hv_balloon loses the pages until reboot)"
       case .text(let text): return text
       }
+    }
+
+    /// The balloon could not be read: the decision is `none` whatever the state.
+    public var isUnreadable: Bool {
+      if case .unreadable = self { return true }
+      return false
     }
 
     static func percent(_ fraction: Double) -> String { "\(Int((fraction * 100).rounded()))%" }
@@ -231,12 +248,20 @@ public struct PolicyConfig: Sendable, Equatable {
 /// Xen: when the balloon's target exceeds the limit, set_target to put the
 /// balloon exactly at the limit; raise it back toward the host's wish when the
 /// limit grows. Hyper-V: alert only.
+/// Any kind, listed but unreadable: none; the state (a hold, its back-off)
+/// is kept as it is until the balloon reads again.
 public enum Policy {
   public static func decide(
     _ observation: BalloonObservation, limitBytes limit: UInt64, state previous: HoldState?,
     now: Double, config: PolicyConfig = .default
   ) -> (Decision, HoldState) {
     let state = previous ?? config.freshState
+    if let error = observation.unreadable {
+      return (
+        Decision(.none, balloon: observation.name, why: .unreadable(error, held: state.held)),
+        state
+      )
+    }
     switch observation.kind {
     case .virtio, .vmware:
       return releasable(observation, limit: limit, state: state, now: now, config: config)
@@ -364,6 +389,11 @@ public enum Policy {
     -> (Decision, HoldState)
   {
     let name = o.name
+    if !o.present && state.held {
+      var fresh = config.freshState
+      fresh.releases = state.releases
+      return (Decision(.none, balloon: name, why: .deviceGone), fresh)
+    }
     guard o.present, let target = o.targetBytes, let reservation = o.xenReservationBytes,
       let observedKiB = o.xenTargetKiB
     else {
@@ -373,9 +403,11 @@ public enum Policy {
     let ours = state.xenWrittenTargetKiB != nil && state.xenWrittenTargetKiB == observedKiB
     let hostWish = ours ? (state.xenHostBalloonTargetBytes ?? target) : target
     if !ours {
-      // The toolstack set a new target (or we never wrote one): it is the host's wish.
+      // The toolstack set a new target (or we never wrote one): it is the
+      // host's wish, and any hold of ours is over; decide from scratch.
       state.xenWrittenTargetKiB = nil
       state.xenHostBalloonTargetBytes = nil
+      state.endHold()
     }
 
     func setTarget(_ balloon: UInt64, _ reason: Decision.Reason) -> (Decision, HoldState) {
@@ -422,6 +454,9 @@ public enum Policy {
   static func alertOnly(_ o: BalloonObservation, limit: UInt64, state: HoldState) -> (
     Decision, HoldState
   ) {
+    // Never held by balloonctl (there is no lever): a held record is not ours.
+    var state = state
+    state.endHold()
     if let current = o.currentBytes, current > limit {
       return (
         Decision(.alert, balloon: o.name, why: .hypervOver(current: current, limit: limit)), state

@@ -19,6 +19,24 @@ public enum BalloonReaders {
     }
   }
 
+  /// Reads every discovered balloon: the one path `status`, `limit`,
+  /// `run --once` and the daemon share. A balloon that cannot be read is a
+  /// failure naming its file, never a balloon left out: one-shot commands
+  /// fail on it, the daemon keeps its hold and pulls no lever on it.
+  public static func readAll(
+    _ devices: [BalloonDevice], root: Root, meminfo: Meminfo, vmstat: Vmstat,
+    probe: (any VirtioConfigProbe)?
+  ) -> [Result<BalloonReading, SourceError>] {
+    devices.map { device in
+      do throws(SourceError) {
+        return .success(
+          try read(device, root: root, meminfo: meminfo, vmstat: vmstat, probe: probe))
+      } catch {
+        return .failure(error)
+      }
+    }
+  }
+
   public static let meminfoBalloonVMwareSource =
     "meminfo Balloon (4 KiB pages only; 2 MiB pages not counted)"
   public static let hyperVTargetReason =

@@ -69,29 +69,59 @@ public enum ProcessStatusReader {
   /// Every process under `root/proc`: the numeric directories, which are the
   /// thread-group leaders (threads are not listed, only reachable by tid).
   /// A process that exits between the listing and the read (ENOENT, ESRCH)
-  /// is skipped; a malformed `status` throws, naming the file. Sorted by pid.
-  public static func scan(root: Root) throws(SourceError) -> [ProcessPins] {
+  /// is skipped. A `status` that cannot be read (EACCES under hidepid=1) or
+  /// is malformed does not fail the scan: it is listed in `unreadable`, so
+  /// the caller knows Σ VmPin is partial. Only an unlistable `/proc` throws.
+  /// Sorted by pid.
+  public static func scan(root: Root) throws(SourceError) -> ProcessScan {
     let proc = root.path("/proc")
     guard let names = try SystemFile.list(proc) else {
       throw SourceError(path: proc.string, .unreadable(.noSuchFileOrDirectory))
     }
-    var found: [ProcessPins] = []
+    var scan = ProcessScan()
     for name in names where isPID(name) {
       let file = root.path("/proc/\(name)/status")
-      let bytes: [UInt8]
       do {
-        guard let read = try SystemFile.read(file) else { continue }  // exited
-        bytes = read
+        guard let bytes = try SystemFile.read(file) else { continue }  // exited
+        scan.processes.append(try parse(bytes, path: file.string))
       } catch {
         if case .unreadable(let errno) = error.problem, errno == .noSuchProcess { continue }
-        throw error
+        scan.unreadable.append(ProcessScan.Unreadable(pid: Int32(name), error: error))
       }
-      found.append(try parse(bytes, path: file.string))
     }
-    return found.sorted { $0.pid < $1.pid }
+    scan.processes.sort { $0.pid < $1.pid }
+    scan.unreadable.sort { ($0.pid ?? .max) < ($1.pid ?? .max) }
+    return scan
   }
 
   static func isPID(_ name: String) -> Bool {
     !name.isEmpty && name.utf8.allSatisfy { $0 >= 0x30 && $0 <= 0x39 }
   }
+}
+
+/// One scan of `/proc/[pid]/status`: the processes that could be read, and
+/// the ones that could not (their VmPin is unknown, so Σ VmPin is a floor).
+public struct ProcessScan: Sendable, Equatable {
+  public struct Unreadable: Sendable, Equatable {
+    /// From the directory name; nil if it does not fit a pid.
+    public var pid: Int32?
+    /// Names the file (`/proc/<pid>/status`) and what went wrong.
+    public var error: SourceError
+
+    public init(pid: Int32?, error: SourceError) {
+      self.pid = pid
+      self.error = error
+    }
+  }
+
+  public var processes: [ProcessPins]
+  public var unreadable: [Unreadable]
+
+  public init(processes: [ProcessPins] = [], unreadable: [Unreadable] = []) {
+    self.processes = processes
+    self.unreadable = unreadable
+  }
+
+  /// Σ VmPin over the processes that could be read.
+  public var vmPinSumBytes: UInt64 { processes.reduce(0) { $0 +| $1.pinnedBytes } }
 }

@@ -5,9 +5,14 @@
 ///       "current_source","target_source","features", …}],
 ///      "memory":{"total_bytes","guest_bytes","swap_total_bytes","pinned_bytes",
 ///        "pinned":{"hugetlb_bytes","locked_bytes","dma_pinned_bytes","kernel_bytes",
-///                  "unswappable_bytes"}},
+///                  "unswappable_bytes","vm_pin_complete","unreadable_processes"}},
 ///      "limit":{"bytes","fraction","bounded_by","maxmemctl_mb"},
 ///      "over_limit": …}
+///
+/// `vm_pin_complete` is false when some `/proc/<pid>/status` could not be
+/// read (Σ VmPin, and so `dma_pinned_bytes`, is then a floor; `notes` names
+/// the first file), null when processes were not scanned;
+/// `unreadable_processes` counts those processes (0 when complete).
 public enum SnapshotJSON {
   public static func members(_ snapshot: GuestSnapshot, processes: Int? = nil) -> [(
     String, JSONValue
@@ -66,6 +71,11 @@ public enum SnapshotJSON {
           ("dma_pinned_bytes", .integer(pinned.dmaPinnedBytes)),
           ("kernel_bytes", .integer(pinned.kernelBytes)),
           ("unswappable_bytes", .integer(pinned.unswappableBytes)),
+          ("vm_pin_complete", snapshot.vmPinCoverage.map { .bool($0.complete) } ?? .null),
+          (
+            "unreadable_processes",
+            .integer(UInt64(max(0, snapshot.vmPinCoverage?.unreadableProcesses ?? 0)))
+          ),
         ])
       ),
       ("available_bytes", .optional(snapshot.meminfo.memAvailable)),

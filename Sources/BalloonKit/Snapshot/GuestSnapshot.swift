@@ -10,6 +10,8 @@ public struct GuestSnapshot: Sendable, Equatable {
   /// Processes holding locked or pinned memory, largest first (VmLck + VmPin);
   /// empty when processes were not scanned.
   public var processes: [ProcessPins]
+  /// How much of Σ VmPin could be read; nil when processes were not scanned.
+  public var vmPinCoverage: VmPinCoverage?
   /// Caveats worth telling the user (e.g. a size that could not be known).
   public var notes: [String]
 
@@ -29,9 +31,10 @@ public struct GuestSnapshot: Sendable, Equatable {
   /// Applies the accounting and the limit to readings already taken. Pure.
   public static func assemble(
     balloons: [BalloonReading], meminfo: Meminfo, vmstat: Vmstat, vmPinSumBytes: UInt64?,
-    processes: [ProcessPins] = [], fraction: Double
+    vmPinCoverage: VmPinCoverage? = nil, processes: [ProcessPins] = [], fraction: Double
   ) -> GuestSnapshot {
     var notes: [String] = []
+    if let note = vmPinCoverage?.note { notes.append(note) }
     let pinned = PinnedAccounting.account(
       meminfo: meminfo, vmstat: vmstat, vmPinSumBytes: vmPinSumBytes)
     var guest = meminfo.memTotal
@@ -49,7 +52,57 @@ public struct GuestSnapshot: Sendable, Equatable {
       fraction: fraction)
     return GuestSnapshot(
       balloons: balloons, meminfo: meminfo, vmstat: vmstat, pinned: pinned, limit: limit,
-      processes: processes, notes: notes)
+      processes: processes, vmPinCoverage: vmPinCoverage, notes: notes)
+  }
+}
+
+/// How much of Σ VmPin is known. A `/proc/<pid>/status` that cannot be read
+/// (hidepid=1 for a non-root user) or parsed leaves that process's VmPin
+/// unknown; the answer is then partial, never a failure, and `dma_pinned`
+/// (which is at least the FOLL_PIN count) stays a floor.
+public struct VmPinCoverage: Sendable, Equatable {
+  /// Processes whose status could not be read or parsed.
+  public var unreadableProcesses: Int
+  /// Of those, how many count with the VmPin last read from them (the
+  /// daemon keeps it, so a file turning unreadable never raises the limit).
+  public var lastKnownProcesses: Int
+  /// The first unreadable file and why, or why the whole scan failed.
+  public var firstError: SourceError?
+  /// /proc could not be listed at all: Σ VmPin is from an earlier scan, or unknown.
+  public var scanFailed: Bool
+
+  public init(
+    unreadableProcesses: Int = 0, lastKnownProcesses: Int = 0, firstError: SourceError? = nil,
+    scanFailed: Bool = false
+  ) {
+    self.unreadableProcesses = unreadableProcesses
+    self.lastKnownProcesses = lastKnownProcesses
+    self.firstError = firstError
+    self.scanFailed = scanFailed
+  }
+
+  /// What one scan could not read (no last-known values: `status`, `limit`).
+  public init(_ scan: ProcessScan) {
+    self.init(
+      unreadableProcesses: scan.unreadable.count, firstError: scan.unreadable.first?.error)
+  }
+
+  public var complete: Bool { unreadableProcesses == 0 && !scanFailed }
+
+  /// The caveat shown with a partial answer; nil when complete.
+  public var note: String? {
+    if scanFailed {
+      let why = firstError.map { " (\($0))" } ?? ""
+      return "Σ VmPin not refreshed: the process scan failed\(why); dma_pinned may be understated"
+    }
+    guard unreadableProcesses > 0 else { return nil }
+    let count =
+      unreadableProcesses == 1 ? "1 process's VmPin" : "\(unreadableProcesses) processes' VmPin"
+    let kept =
+      lastKnownProcesses > 0 ? "; \(lastKnownProcesses) counted with their last-known VmPin" : ""
+    let first = firstError.map { " (first: \($0))" } ?? ""
+    return
+      "Σ VmPin is partial: \(count) unknown\(first)\(kept); dma_pinned may be understated"
   }
 }
 
@@ -78,22 +131,26 @@ public enum GuestSnapshotReader {
   {
     let meminfo = try MeminfoReader.read(from: root)
     let vmstat = try VmstatReader.read(from: root)
+    // The same reading `run` does: any discovered balloon that cannot be
+    // read fails the snapshot, naming its file.
     var balloons: [BalloonReading] = []
-    for device in devices {
-      balloons.append(
-        try BalloonReaders.read(
-          device, root: root, meminfo: meminfo, vmstat: vmstat, probe: options.probe))
+    for result in BalloonReaders.readAll(
+      devices, root: root, meminfo: meminfo, vmstat: vmstat, probe: options.probe)
+    {
+      balloons.append(try result.get())
     }
     var processes: [ProcessPins] = []
     var vmPinSum: UInt64?
+    var coverage: VmPinCoverage?
     if options.scanProcesses {
-      let all = try ProcessStatusReader.scan(root: root)
-      vmPinSum = all.reduce(0) { $0 +| $1.pinnedBytes }
-      processes = rankByPinned(all)
+      let scan = try ProcessStatusReader.scan(root: root)
+      vmPinSum = scan.vmPinSumBytes
+      coverage = VmPinCoverage(scan)
+      processes = rankByPinned(scan.processes)
     }
     return GuestSnapshot.assemble(
       balloons: balloons, meminfo: meminfo, vmstat: vmstat, vmPinSumBytes: vmPinSum,
-      processes: processes, fraction: options.fraction)
+      vmPinCoverage: coverage, processes: processes, fraction: options.fraction)
   }
 
   /// Processes with any locked or pinned memory, largest first; ties by pid.

@@ -115,6 +115,46 @@ struct PinnedAccountingTests {
     #expect(mostlyLocked.unswappableBytes == 0)
   }
 
+  @Test("without swap, DMA-pinned anonymous memory is counted once (in dma_pinned, not again)")
+  func dmaPinnedCountedOnce() {
+    // fio with 64 MiB of io_uring fixed buffers: the buffers are anonymous
+    // memory (in AnonPages) and pinned (VmPin, FOLL_PIN).
+    let before = PinnedAccounting.account(
+      meminfo: meminfo(swap: 0, mlocked: 100 * MiB, anon: 300 * MiB, shmem: 50 * MiB),
+      vmstat: vmstat(), vmPinSumBytes: 0)
+    let pinned = PinnedAccounting.account(
+      meminfo: meminfo(swap: 0, mlocked: 100 * MiB, anon: 364 * MiB, shmem: 50 * MiB),
+      vmstat: vmstat(acquired: 16384, released: 0), vmPinSumBytes: 64 * MiB)
+    #expect(pinned.dmaPinnedBytes == 64 * MiB)
+    #expect(pinned.unswappableBytes == 250 * MiB, "364 + 50 − 100 locked − 64 pinned")
+    // The buffers raise the total by their size, not twice their size.
+    #expect(pinned.totalBytes - before.totalBytes == 64 * MiB)
+    let fraction = BalloonLimit.defaultFraction
+    let drop =
+      BalloonLimit.compute(
+        guestBytes: 4 * GiB, pinnedBytes: before.totalBytes, swapTotalBytes: 0,
+        fraction: fraction
+      ).bytes
+      - BalloonLimit.compute(
+        guestBytes: 4 * GiB, pinnedBytes: pinned.totalBytes, swapTotalBytes: 0,
+        fraction: fraction
+      ).bytes
+    #expect(drop <= UInt64(fraction * Double(64 * MiB)) + 1, "0.65 × 64 MiB, not 2 × 0.65 × 64 MiB")
+  }
+
+  @Test("pins beyond the anonymous memory leave nothing unswappable, never a wrap")
+  func dmaPinnedAboveAnonymous() {
+    let p = PinnedAccounting.account(
+      meminfo: meminfo(swap: 0, mlocked: 10 * MiB, anon: 40 * MiB, shmem: 0),
+      vmstat: vmstat(), vmPinSumBytes: 64 * MiB)
+    #expect(p.unswappableBytes == 0)
+    #expect(p.totalBytes == 74 * MiB)
+    // With swap, dma_pinned does not touch unswappable (which is 0 anyway).
+    let swapped = PinnedAccounting.account(
+      meminfo: meminfo(swap: GiB, anon: 400 * MiB), vmstat: vmstat(), vmPinSumBytes: 64 * MiB)
+    #expect(swapped.unswappableBytes == 0 && swapped.dmaPinnedBytes == 64 * MiB)
+  }
+
   @Test("absurd values saturate instead of trapping")
   func saturation() {
     let p = PinnedAccounting.account(

@@ -7,7 +7,7 @@ private let kib: UInt64 = 1024
 struct ProcessStatusReaderTests {
   @Test("virtio-6.18: leaders sorted by pid, kernel threads count 0")
   func scanVirtio618() throws {
-    let all = try ProcessStatusReader.scan(root: Fixtures.root("virtio-6.18"))
+    let all = try ProcessStatusReader.scan(root: Fixtures.root("virtio-6.18")).processes
     #expect(
       all == [
         ProcessPins(pid: 1, name: "init", lockedBytes: 0, pinnedBytes: 0),
@@ -20,7 +20,7 @@ struct ProcessStatusReaderTests {
   }
 
   @Test("kb-example: 2 GiB mlocked, nothing pinned") func scanKBExample() throws {
-    let all = try ProcessStatusReader.scan(root: Fixtures.root("kb-example"))
+    let all = try ProcessStatusReader.scan(root: Fixtures.root("kb-example")).processes
     #expect(all.map(\.pid) == [1, 2, 4242])
     #expect(all.last == ProcessPins(pid: 4242, name: "trading-engine", lockedBytes: 2 << 30))
     #expect(all.allSatisfy { $0.pinnedBytes == 0 })
@@ -30,7 +30,7 @@ struct ProcessStatusReaderTests {
     "trees without process directories scan to []",
     arguments: Fixtures.allTrees.filter { $0 != "virtio-6.18" && $0 != "kb-example" })
   func noProcesses(tree: String) throws {
-    #expect(try ProcessStatusReader.scan(root: Fixtures.root(tree)) == [])
+    #expect(try ProcessStatusReader.scan(root: Fixtures.root(tree)) == ProcessScan())
   }
 
   @Test("a kernel thread has no VmLck/VmPin lines") func kernelThread() throws {
@@ -51,18 +51,22 @@ struct ProcessStatusReaderTests {
     tree.remove("/proc/1044/status")  // the directory is listed, its status is gone
     try tree.mkdir("/proc/5000")  // listed, then gone before the read
     try tree.write("/proc/self/status", "Name:\tnot-a-pid\nPid:\t9\n")  // not numeric: ignored
-    let all = try ProcessStatusReader.scan(root: tree.root)
-    #expect(all.map(\.pid) == [1, 2, 812])
+    let scan = try ProcessStatusReader.scan(root: tree.root)
+    #expect(scan.processes.map(\.pid) == [1, 2, 812])
+    #expect(scan.unreadable.isEmpty, "an exited process is not an unreadable one")
   }
 
-  @Test("a malformed status fails the scan, naming the file and line") func malformedInScan() throws
-  {
+  @Test("a malformed status is listed as unreadable, naming the file and line; the rest is read")
+  func malformedInScan() throws {
     let tree = try Fixtures.copy("virtio-6.18")
     try tree.write("/proc/812/status", "Name:\trdma-server\nPid:\t812\nVmPin:\t  65x36 kB\n")
-    let error = try #require(
-      sourceError { () throws(SourceError) in _ = try ProcessStatusReader.scan(root: tree.root) })
-    #expect(error.description.hasPrefix(tree.path("/proc/812/status") + ": line 3: "))
-    #expect(error.description.contains("\"VmPin\""))
+    let scan = try ProcessStatusReader.scan(root: tree.root)
+    #expect(scan.processes.map(\.pid) == [1, 2, 1044])
+    let failure = try #require(scan.unreadable.first)
+    #expect(scan.unreadable.count == 1 && failure.pid == 812)
+    #expect(failure.error.description.hasPrefix(tree.path("/proc/812/status") + ": line 3: "))
+    #expect(failure.error.description.contains("\"VmPin\""))
+    #expect(scan.vmPinSumBytes == 16_384 * kib)
   }
 
   @Test("no /proc at all is an error naming it") func noProc() throws {
