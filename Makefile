@@ -5,6 +5,7 @@
 #                and check `make install` into a temporary DESTDIR
 #   make e2e     boot real guest kernels under QEMU and prove the daemon there
 #   make bench   footprint: CPU per idle second, cost per tick, memory
+#   make fuzz    every parser under libFuzzer + ASan, FUZZ_SECONDS (30) each
 #   make install / uninstall   (PREFIX, DESTDIR honoured)
 
 SWIFT      ?= swift
@@ -25,7 +26,7 @@ UDEVDIR    ?= $(if $(filter /usr,$(PREFIX)),/usr/lib/udev/rules.d,/etc/udev/rule
 RELEASE_FLAGS ?= -c release --static-swift-stdlib
 RELEASE_BIN = .build/release/balloonctl
 
-.PHONY: all deps build run test unit-test e2e bench install uninstall test-install format clean
+.PHONY: all deps build run test unit-test e2e bench fuzz install uninstall test-install format clean
 
 all: build
 
@@ -54,6 +55,10 @@ e2e: build
 
 bench:
 	bench/run
+
+# Every parser under libFuzzer with AddressSanitizer (fuzz/README.md).
+fuzz:
+	fuzz/run
 
 # The unit gets the real paths (@BINDIR@, @SYSCONFDIR@). The settings file is
 # installed only if there is none, so an admin's settings are never replaced.
