@@ -28,7 +28,7 @@ UDEVDIR    ?= $(if $(filter /usr,$(PREFIX)),/usr/lib/udev/rules.d,/etc/udev/rule
 RELEASE_FLAGS ?= -c release --static-swift-stdlib
 RELEASE_BIN = .build/release/balloonctl
 
-.PHONY: all deps build run test unit-test e2e bench deb install uninstall test-install format clean
+.PHONY: all deps build run test unit-test e2e bench deb deb-path install uninstall test-install format clean
 
 all: build
 
@@ -78,6 +78,10 @@ deb:
 	lintian --fail-on error --info $(DEB_CHANGES)
 	BALLOONCTL_DEB=$(DEB_FILE) scripts/test-install.sh
 	@echo "deb: $(DEB_FILE)"
+
+# The path `make deb` writes, for scripts (e2e): make -s deb-path
+deb-path:
+	@echo $(DEB_FILE)
 
 # The unit gets the real paths (@BINDIR@, @SYSCONFDIR@). The settings file is
 # installed only if there is none, so an admin's settings are never replaced.
