@@ -6,7 +6,10 @@
 #   make e2e     boot real guest kernels under QEMU and prove the daemon there
 #   make bench   footprint: CPU per idle second, cost per tick, memory
 #   make fuzz    every parser under libFuzzer + ASan, FUZZ_SECONDS (30) each
-#   make install / uninstall   (PREFIX, DESTDIR honoured)
+#   make deb     the Debian package, .build-deb/balloonctl_<version>_amd64.deb,
+#                checked by lintian and scripts/test-install.sh
+#   make install / uninstall   (PREFIX, DESTDIR honoured) the binary `make build`
+#                made: no toolchain, no apt (sudo make install after make build)
 
 SWIFT      ?= swift
 PREFIX     ?= /usr/local
@@ -26,7 +29,7 @@ UDEVDIR    ?= $(if $(filter /usr,$(PREFIX)),/usr/lib/udev/rules.d,/etc/udev/rule
 RELEASE_FLAGS ?= -c release --static-swift-stdlib
 RELEASE_BIN = .build/release/balloonctl
 
-.PHONY: all deps build run test unit-test e2e bench fuzz install uninstall test-install format clean
+.PHONY: all deps build run test unit-test e2e bench fuzz deb deb-path install uninstall test-install format clean
 
 all: build
 
@@ -60,10 +63,37 @@ bench:
 fuzz:
 	fuzz/run
 
+# The Debian package, built by dpkg-buildpackage from debian/ (debian/rules
+# builds with $(SWIFT) and installs with `make install PREFIX=/usr`). Its
+# outputs stay in .build-deb/, not in the parent directory. Then lintian (no
+# error may remain) and the package's layout (scripts/test-install.sh).
+DEB_DIR     = .build-deb
+DEB_VERSION = $(shell dpkg-parsechangelog -S Version 2>/dev/null)
+DEB_FILE    = $(DEB_DIR)/balloonctl_$(DEB_VERSION)_amd64.deb
+DEB_CHANGES = $(DEB_DIR)/balloonctl_$(DEB_VERSION)_amd64.changes
+
+deb:
+	scripts/deps.sh deb
+	mkdir -p $(DEB_DIR)
+	rm -f $(DEB_DIR)/balloonctl*_$(DEB_VERSION)_*
+	$(if $(filter-out default,$(origin SWIFT)),SWIFT='$(SWIFT)') DEB_DESTDIR='$(CURDIR)/$(DEB_DIR)' \
+		dpkg-buildpackage -b -us -uc \
+		--buildinfo-file=$(DEB_DIR)/balloonctl_$(DEB_VERSION)_amd64.buildinfo --buildinfo-option=-u$(DEB_DIR) \
+		--changes-file=$(DEB_CHANGES) --changes-option=-u$(DEB_DIR)
+	lintian --fail-on error --info $(DEB_CHANGES)
+	BALLOONCTL_DEB=$(DEB_FILE) scripts/test-install.sh
+	@echo "deb: $(DEB_FILE)"
+
+# The path `make deb` writes, for scripts (e2e): make -s deb-path
+deb-path:
+	@echo $(DEB_FILE)
+
 # The unit gets the real paths (@BINDIR@, @SYSCONFDIR@). The settings file is
 # installed only if there is none, so an admin's settings are never replaced.
-# Nothing is started or reloaded: the hints say what to run.
-install: build
+# Nothing is built, started or reloaded: the binary must exist (make build, or
+# RELEASE_BIN=<binary>), and the hints say what to run.
+install:
+	@test -x '$(RELEASE_BIN)' || { echo "install: no $(RELEASE_BIN): build it first with 'make build' (as yourself, then sudo make install), or pass RELEASE_BIN=<binary>" >&2; exit 1; }
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(UDEVDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSCONFDIR)/default
 	install -m 0755 $(RELEASE_BIN) $(DESTDIR)$(BINDIR)/balloonctl
 	install -m 0644 udev/60-balloonctl.rules $(DESTDIR)$(UDEVDIR)/60-balloonctl.rules

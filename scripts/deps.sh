@@ -1,6 +1,6 @@
 #!/bin/sh
 # Installs the Debian packages a make target needs, and nothing else.
-# Usage: scripts/deps.sh build|test|e2e|bench ...
+# Usage: scripts/deps.sh build|test|e2e|bench|deb ...
 #
 # libudev-dev is pinned to the installed libudev1: an unpinned install pulls a
 # newer libudev1 and with it systemd, libsystemd0 and friends (an upgrade of
@@ -14,7 +14,10 @@ for group in "$@"; do
 	test) want="$want pkg-config libudev-dev umockdev libumockdev-dev" ;;
 	e2e) want="$want pkg-config libudev-dev qemu-system-x86 busybox-static cpio kmod xz-utils gcc libc6-dev python3-venv" ;;
 	bench) want="$want pkg-config libudev-dev earlyoom gcc libc6-dev valgrind" ;;
-	*) echo "deps.sh: unknown group '$group' (build, test, e2e, bench)" >&2; exit 2 ;;
+	# dpkg-buildpackage and the checks of its output. The Swift toolchain is
+	# not a Debian package (debian/README.source).
+	deb) want="$want pkg-config libudev-dev debhelper dpkg-dev lintian" ;;
+	*) echo "deps.sh: unknown group '$group' (build, test, e2e, bench, deb)" >&2; exit 2 ;;
 	esac
 done
 
@@ -24,8 +27,9 @@ for pkg in $want; do
 	status=$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)
 	[ "$status" = "install ok installed" ] || missing="$missing $pkg"
 done
-# systemd-analyze validates the unit file in the install test.
-case " $* " in *" test "*) command -v systemd-analyze >/dev/null 2>&1 || missing="$missing systemd" ;; esac
+# systemd-analyze validates the unit file in the install test (make test and
+# make deb run it).
+case " $* " in *" test "* | *" deb "*) command -v systemd-analyze >/dev/null 2>&1 || missing="$missing systemd" ;; esac
 [ -n "$missing" ] || exit 0
 
 sudo=""

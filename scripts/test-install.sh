@@ -7,9 +7,17 @@
 # Nothing is written outside the temporary directory, nothing is started, and
 # no binary runs against the live system (only against a fixture tree).
 #
+# Also: `make install` needs no toolchain and no apt (it only copies a built
+# binary, and refuses without one), and, given a .deb, the package: its
+# files, modes, conffile, dependencies, maintainer scripts, man pages and
+# completions (inspected with dpkg-deb, never installed).
+#
 # Usage: scripts/test-install.sh
 #   BALLOONCTL_BIN=<binary>  install this binary instead of building the
 #                            release one first (e.g. .build/debug/balloonctl)
+#   BALLOONCTL_DEB=<.deb>    also check this package (`make deb` passes it);
+#                            its binary is the one installed, unless
+#                            BALLOONCTL_BIN says otherwise
 #   KEEP=1                   keep the temporary directory
 set -euo pipefail
 
@@ -41,10 +49,23 @@ command -v systemd-analyze >/dev/null || die "systemd-analyze not found (apt-get
 
 # --- the binary ---------------------------------------------------------------
 section "binary"
+deb=""
+if [ -n "${BALLOONCTL_DEB:-}" ]; then
+	[ -f "$BALLOONCTL_DEB" ] || die "BALLOONCTL_DEB=$BALLOONCTL_DEB is not a file"
+	deb=$(cd "$(dirname "$BALLOONCTL_DEB")" && pwd)/$(basename "$BALLOONCTL_DEB")
+	pkgroot=$tmp/deb-root
+	pkgcontrol=$tmp/deb-control
+	dpkg-deb -x "$deb" "$pkgroot" || die "dpkg-deb -x $deb failed"
+	dpkg-deb -e "$deb" "$pkgcontrol" || die "dpkg-deb -e $deb failed"
+fi
 if [ -n "${BALLOONCTL_BIN:-}" ]; then
 	bin=$(cd "$(dirname "$BALLOONCTL_BIN")" && pwd)/$(basename "$BALLOONCTL_BIN")
 	[ -x "$bin" ] || die "BALLOONCTL_BIN=$BALLOONCTL_BIN is not an executable file"
 	echo "using $bin (BALLOONCTL_BIN)"
+elif [ -n "$deb" ]; then
+	bin=$pkgroot/usr/sbin/balloonctl
+	[ -x "$bin" ] || die "$deb has no executable /usr/sbin/balloonctl"
+	echo "using $bin (from $deb)"
 else
 	make build || die "make build failed"
 	bin=$repo/.build/release/balloonctl
@@ -114,7 +135,7 @@ verify_unit() { # verify_unit DESTDIR
 		ProcSubset: all
 		RuntimeDirectory: balloonctl
 		RuntimeDirectoryPreserve: yes
-		ReadWritePaths: -/sys/bus/virtio/drivers/virtio_balloon/bind -/sys/bus/virtio/drivers/virtio_balloon/unbind -/sys/devices/system/xen_memory/xen_memory0/target_kb -/sys/devices/pci0000:00
+		ReadWritePaths: -/sys/bus/virtio/drivers -/sys/devices/system/xen_memory/xen_memory0/target_kb -/sys/devices/pci0000:00
 		SystemCallErrorNumber: EPERM
 	EOF
 	return $missing
@@ -348,6 +369,121 @@ for layout in "/usr /usr/sbin /usr/lib/systemd/system /usr/lib/udev/rules.d" \
 		die "make uninstall PREFIX=$prefix failed: $(cat "$tmp/uninstall.out")"
 	expect_uninstalled "$d" "$tmp/settings.saved" "$tmp/uninstall.out"
 done
+
+# --- make install copies; it never builds ---------------------------------------
+section "make install needs a built binary, no toolchain and no apt"
+# Stand-ins that record any call: make install must run none of them.
+shims=$tmp/shims
+mkdir -p "$shims"
+for tool in swift swiftc apt apt-get sudo dpkg-query; do
+	printf '#!/bin/sh\necho "%s $*" >>"%s"\nexit 1\n' "$tool" "$tmp/shims.log" >"$shims/$tool"
+	chmod +x "$shims/$tool"
+done
+d=$tmp/no-toolchain
+rc=0
+PATH=$shims:$PATH "${install_cmd[@]}" DESTDIR="$d" >"$tmp/install-nt.out" 2>&1 || rc=$?
+check "make install with a built binary exits 0 (got $rc)" test "$rc" = 0
+check "...and ran no swift, apt, sudo or dpkg-query ($(cat "$tmp/shims.log" 2>/dev/null | head -1))" test ! -e "$tmp/shims.log"
+check "...and its recipe names neither scripts/deps.sh nor a build" \
+	eval "! make --no-print-directory -n install RELEASE_BIN='$bin' DESTDIR='$d' | grep -E 'deps\.sh|swift|apt-get'"
+expect_layout "$d" /usr/local/sbin /usr/local/lib/systemd/system /etc/udev/rules.d
+d=$tmp/no-binary
+rc=0
+PATH=$shims:$PATH make --no-print-directory install RELEASE_BIN="$tmp/not-built/balloonctl" DESTDIR="$d" \
+	>"$tmp/install-nb.out" 2>&1 || rc=$?
+check "make install without a built binary fails (got $rc)" test "$rc" != 0
+check "...saying to run make build" grep -q "make build" "$tmp/install-nb.out"
+check "...having installed nothing" test ! -e "$d"
+check "...and built nothing ($(cat "$tmp/shims.log" 2>/dev/null | head -1))" test ! -e "$tmp/shims.log"
+
+# --- the Debian package -----------------------------------------------------------
+if [ -n "$deb" ]; then
+	section "package $(basename "$deb"): files"
+	field() { dpkg-deb -f "$deb" "$1"; }
+	version=$(field Version)
+	upstream=${version%-*}
+	commands=$("$bin" --help | sed -n '/^SUBCOMMANDS:/,/^$/p' | sed -n 's/^  \([a-z][a-z-]*\).*/\1/p')
+	check "balloonctl --help lists subcommands ($(echo $commands))" test -n "$commands"
+	want=$({
+		printf '%s\n' /etc/default/balloonctl /usr/lib/systemd/system/balloonctl.service \
+			/usr/lib/udev/rules.d/60-balloonctl.rules /usr/sbin/balloonctl \
+			/usr/share/bash-completion/completions/balloonctl \
+			/usr/share/fish/vendor_completions.d/balloonctl.fish \
+			/usr/share/zsh/vendor-completions/_balloonctl \
+			/usr/share/doc/balloonctl/README.Debian /usr/share/doc/balloonctl/changelog.Debian.gz \
+			/usr/share/doc/balloonctl/copyright /usr/share/man/man8/balloonctl.8.gz
+		for c in $commands; do echo "/usr/share/man/man8/balloonctl-$c.8.gz"; done
+	} | LC_ALL=C sort)
+	got=$(files_below "$pkgroot")
+	check "ships exactly the expected files" test "$got" = "$want"
+	[ "$got" = "$want" ] || diff <(echo "$want") <(echo "$got") | sed 's/^/    /' || true
+	check "nothing below /run, /var or /usr/local" eval "! ls -d '$pkgroot'/run '$pkgroot'/var '$pkgroot'/usr/local 2>/dev/null | grep -q ."
+	check "binary is mode 0755" test "$(mode_of "$pkgroot/usr/sbin/balloonctl")" = 755
+	check "binary is stripped (no .debug_ or .symtab sections)" \
+		eval "! readelf -S --wide '$pkgroot/usr/sbin/balloonctl' | grep -qE '\.debug_|\.symtab'"
+	check "binary links no Swift runtime library (--static-swift-stdlib)" \
+		eval "! readelf -d '$pkgroot/usr/sbin/balloonctl' | grep -qE 'libswift|libFoundation|libdispatch'"
+	check "binary has no RUNPATH/RPATH" eval "! readelf -d '$pkgroot/usr/sbin/balloonctl' | grep -qE 'RUNPATH|RPATH'"
+	check "balloonctl --version is the package's upstream version $upstream (got $("$bin" --version))" \
+		test "$("$pkgroot/usr/sbin/balloonctl" --version)" = "$upstream"
+	check "unit is the source with /usr/sbin and /etc (as make install PREFIX=/usr)" \
+		eval "sed -e 's|@BINDIR@|/usr/sbin|g' -e 's|@SYSCONFDIR@|/etc|g' udev/balloonctl.service | cmp -s - '$pkgroot/usr/lib/systemd/system/balloonctl.service'"
+	check "udev rule is the source" cmp -s udev/60-balloonctl.rules "$pkgroot/usr/lib/udev/rules.d/60-balloonctl.rules"
+	check "settings are the example" cmp -s "$example" "$pkgroot/etc/default/balloonctl"
+	check "systemd-analyze verify accepts the packaged unit" verify_unit "$pkgroot"
+	check "copyright is machine-readable (DEP-5), Apache-2.0" \
+		eval "head -1 '$pkgroot/usr/share/doc/balloonctl/copyright' | grep -q '^Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/' && grep -q '^License: Apache-2.0' '$pkgroot/usr/share/doc/balloonctl/copyright'"
+
+	section "package: man pages and completions"
+	for page in balloonctl $(for c in $commands; do echo "balloonctl-$c"; done); do
+		check "$page.8 is a section 8 page titled $page" \
+			eval "zcat '$pkgroot/usr/share/man/man8/$page.8.gz' | grep -qE '^\.(Dt|TH) \"?${page^^}\"? \"?8\"?'"
+		check "$page.8 has a NAME whatis can index" \
+			eval "lexgrog '$pkgroot/usr/share/man/man8/$page.8.gz' | grep -q '\"$page - '"
+	done
+	check "balloonctl.8 documents --version" eval "zcat '$pkgroot/usr/share/man/man8/balloonctl.8.gz' | grep -q 'version'"
+	check "man renders every page without a warning" \
+		eval "for f in '$pkgroot'/usr/share/man/man8/*.8.gz; do LC_ALL=C.UTF-8 MANROFFSEQ='' MANWIDTH=80 man --warnings -E UTF-8 -l \"\$f\" 2>&1 >/dev/null | grep . && exit 1; done; true"
+	for shell_file in bash-completion/completions/balloonctl zsh/vendor-completions/_balloonctl fish/vendor_completions.d/balloonctl.fish; do
+		for c in $commands; do
+			check "$shell_file completes $c" grep -q "$c" "$pkgroot/usr/share/$shell_file"
+		done
+	done
+	check "bash completion parses (bash -n)" bash -n "$pkgroot/usr/share/bash-completion/completions/balloonctl"
+
+	section "package: control"
+	check "Package balloonctl, Architecture amd64" test "$(field Package) $(field Architecture)" = "balloonctl amd64"
+	depends=$(field Depends)
+	for dep in kmod libudev1 libc6; do
+		check "Depends names $dep ($depends)" eval "echo '$depends' | grep -qE '(^|, )$dep( |,|$)'"
+	done
+	check "conffiles: exactly /etc/default/balloonctl" test "$(cat "$pkgcontrol/conffiles")" = /etc/default/balloonctl
+	for script in postinst prerm postrm; do
+		check "$script exists and parses (sh -n)" sh -n "$pkgcontrol/$script"
+	done
+	# Enabling again what the admin had enabled (was-enabled) is fine.
+	check "postinst does not enable or start the unit" \
+		awk '/^[[:space:]]*#/ { next }
+			/systemctl .*(enable|start)|deb-systemd-invoke (start|restart)/ { bad = 1 }
+			/deb-systemd-helper enable/ && prev !~ /was-enabled/ { bad = 1 }
+			NF { prev = $0 }
+			END { exit bad }' "$pkgcontrol/postinst"
+	check "postinst restarts a running service on upgrade (try-restart)" grep -q 'deb-systemd-invoke try-restart balloonctl.service' "$pkgcontrol/postinst"
+	check "postinst reloads udev and triggers the virtio balloon" \
+		eval "grep -q 'udevadm control --reload' '$pkgcontrol/postinst' && grep -q 'udevadm trigger --action=add --subsystem-match=virtio --attr-match=device=0x0005' '$pkgcontrol/postinst'"
+	for subsystem in module xen_memory vmbus; do
+		check "postinst triggers the $subsystem balloon the rule matches" grep -q "udevadm trigger --action=add --subsystem-match=$subsystem" "$pkgcontrol/postinst"
+	done
+	check "prerm stops the service and then re-admits, on remove only" \
+		eval "awk '/\"\\\$1\" = remove/{r=1} r&&/deb-systemd-invoke stop balloonctl.service/{s=NR} r&&/balloonctl readmit/{a=NR} END{exit !(s && a > s)}' '$pkgcontrol/prerm'"
+	check "postrm purge removes /run/balloonctl" grep -q 'rm -rf /run/balloonctl' "$pkgcontrol/postrm"
+	check "the re-admit command exists in the packaged binary" \
+		eval "'$bin' readmit --help | grep -q 'state-dir'"
+	rc=0
+	"$bin" readmit --state-dir "$tmp/no-state" >"$tmp/readmit.out" 2>&1 || rc=$?
+	check "readmit with no state file: exit 0, nothing held, nothing created (got $rc)" \
+		eval "[ $rc = 0 ] && grep -q 'nothing held' '$tmp/readmit.out' && [ ! -e '$tmp/no-state' ]"
+fi
 
 echo
 echo "test-install: $passed passed, $failed failed"

@@ -27,7 +27,7 @@ struct Balloonctl: ParsableCommand {
         64  invalid command line or settings
       """,
     version: BalloonctlVersion.string,
-    subcommands: [StatusCommand.self, LimitCommand.self, RunCommand.self],
+    subcommands: [StatusCommand.self, LimitCommand.self, RunCommand.self, ReadmitCommand.self],
     defaultSubcommand: StatusCommand.self)
 }
 
