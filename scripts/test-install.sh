@@ -135,7 +135,7 @@ verify_unit() { # verify_unit DESTDIR
 		ProcSubset: all
 		RuntimeDirectory: balloonctl
 		RuntimeDirectoryPreserve: yes
-		ReadWritePaths: -/sys/bus/virtio/drivers -/sys/devices/system/xen_memory/xen_memory0/target_kb -/sys/devices/pci0000:00
+		ReadWritePaths: -/sys/bus/virtio/drivers -/sys/devices/system/xen_memory/xen_memory0/target_kb -/run/balloonctl.virtio-config
 		SystemCallErrorNumber: EPERM
 	EOF
 	return $missing
