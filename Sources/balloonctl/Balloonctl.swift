@@ -1,4 +1,10 @@
 import ArgumentParser
+import BalloonKit
+import SystemPackage
+
+#if canImport(Glibc)
+  import Glibc
+#endif
 
 /// The command tree. Each subcommand lives in its own file.
 @main
@@ -29,6 +35,54 @@ struct Balloonctl: ParsableCommand {
     version: BalloonctlVersion.string,
     subcommands: [StatusCommand.self, LimitCommand.self, RunCommand.self, ReadmitCommand.self],
     defaultSubcommand: StatusCommand.self)
+
+  /// ArgumentParser's main, except that a `OneLineError` prints as one line
+  /// and exits with its own status: ArgumentParser would print a usage text
+  /// under it (as a ValidationError) or exit 1 (as any other error).
+  static func main() {
+    do {
+      var command = try parseAsRoot()
+      try command.run()
+    } catch let error as OneLineError {
+      _ = try? FileDescriptor.standardError.writeAll(Array("balloonctl: \(error.message)\n".utf8))
+      Glibc.exit(error.status)
+    } catch {
+      exit(withError: error)
+    }
+  }
+}
+
+/// An error that is not about the command line's syntax, so no usage text:
+/// printed as `balloonctl: <message>` with exit status 64 (invalid settings or
+/// a combination that is refused) or 1 (a file could not be read).
+struct OneLineError: Error, CustomStringConvertible {
+  var message: String
+  var status: Int32
+
+  static let invalidStatus: Int32 = 64
+  static let unreadableStatus: Int32 = 1
+
+  /// A refused combination of settings: exit 64.
+  static func invalid(_ message: String) -> OneLineError {
+    OneLineError(message: message, status: invalidStatus)
+  }
+
+  /// The settings file: its content is invalid, too large included (64), or
+  /// it could not be read at all: absent, unreadable, not a regular file (1).
+  init(settings error: SourceError) {
+    message = "\(error)"
+    switch error.problem {
+    case .malformed, .missingField, .tooLarge: status = Self.invalidStatus
+    case .unreadable, .unwritable, .wrongType: status = Self.unreadableStatus
+    }
+  }
+
+  init(message: String, status: Int32) {
+    self.message = message
+    self.status = status
+  }
+
+  var description: String { message }
 }
 
 enum BalloonctlVersion {

@@ -141,11 +141,20 @@ struct RunCommand: ParsableCommand {
     var settings = RunSettings()
     let configPath = config ?? (root.isLive ? RunSettings.defaultPath : nil)
     if let configPath, config != nil || SystemFile.exists(FilePath(configPath)) {
+      // A settings error is not a command-line error: one line, no usage text.
       do {
         settings = try RunSettings.load(FilePath(configPath))
       } catch {
-        throw ValidationError("\(error)")
+        throw OneLineError(settings: error)
       }
+    }
+    // A --root run reads a captured snapshot and writes nothing anywhere: the
+    // flag is refused; the settings file's BALLOONCTL_METRICS_FILE (checked
+    // above) is for the live daemon and not used, so a live config can be
+    // tried on a snapshot.
+    if metricsFile != nil && !root.isLive {
+      throw OneLineError.invalid(
+        "--metrics-file cannot be used with --root \(root) (a snapshot run writes nothing)")
     }
     let mode = self.mode ?? settings.mode ?? .report
     if mode == .enforce && !root.isLive {
@@ -170,7 +179,7 @@ struct RunCommand: ParsableCommand {
       ],
       vmwShrinker: vmwShrinker ?? settings.vmwShrinker ?? false,
       onExit: onExit ?? settings.onExit ?? .hold,
-      metricsFile: metricsFile ?? settings.metricsFile,
+      metricsFile: root.isLive ? metricsFile ?? settings.metricsFile : nil,
       logLevel: level)
   }
 

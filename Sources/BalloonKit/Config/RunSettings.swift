@@ -1,9 +1,11 @@
 public import SystemPackage
 
 /// `balloonctl run`'s settings from an environment file (`/etc/default/balloonctl`,
-/// as earlyoom does): `KEY=VALUE` lines, `#` comments, optional quotes.
-/// Every key and value is checked; an unknown key or a bad value is an error
-/// naming the file and line, never a silent default. Command-line flags win.
+/// as earlyoom does): `KEY=VALUE` lines in the subset of sh described at
+/// `parse` (and in udev/balloonctl.default). Every line, key and value is
+/// checked; an unknown key, a key set twice, a bad value or a line sh would
+/// read differently is an error naming the file and line, never a silent
+/// default. Command-line flags win.
 public struct RunSettings: Sendable, Equatable {
   public var mode: ControlMode?
   public var intervalSeconds: Double?
@@ -37,74 +39,125 @@ public struct RunSettings: Sendable, Equatable {
     ("BALLOONCTL_METRICS_FILE", "an absolute path for the Prometheus textfile"),
   ]
 
+  /// Reads and parses the file, which must be a regular file: opening a FIFO
+  /// put there would block the start for good.
   public static func load(_ path: FilePath) throws(SourceError) -> RunSettings {
-    try parse(SystemFile.readRequired(path), path: path.string)
+    let type: FileType
+    do {
+      type = try path.stat().type
+    } catch {
+      throw SourceError(path: path.string, .unreadable(error))
+    }
+    guard type == .regular else {
+      let kind =
+        switch type {
+        case .directory: "a directory"
+        case .fifo: "a FIFO"
+        case .socket: "a socket"
+        case .characterSpecial, .blockSpecial: "a device"
+        default: "not a regular file"
+        }
+      throw SourceError(path: path.string, .wrongType("\(kind), not a settings file"))
+    }
+    return try parse(SystemFile.readRequired(path), path: path.string)
   }
 
+  /// Parses the file's bytes. Lines end at LF; one CR before it is dropped (a
+  /// file saved with CRLF line ends). A UTF-8 byte order mark at the very
+  /// start is skipped. The grammar is the subset of sh that sh reads as one
+  /// plain assignment (the file may be sourced by sh, as earlyoom's is):
+  ///
+  ///     line  = blank* [ ["export" blank+] KEY "=" VALUE blank* [ "#" text ] | "#" text ]
+  ///     VALUE = unquoted | "'" chars "'" | '"' chars '"'
+  ///
+  /// Everything else is an error naming the line, never a silent default: the
+  /// file selects enforce mode, and a line lost to a parse quirk would quietly
+  /// turn the guard off. The work is linear in the size of the input.
   public static func parse(_ bytes: [UInt8], path: String) throws(SourceError) -> RunSettings {
-    if bytes.contains(0) { throw .malformed(path, "NUL byte in text") }
     var settings = RunSettings()
+    var firstSet: [String: Int] = [:]
+    var start = bytes.starts(with: [0xEF, 0xBB, 0xBF]) ? 3 : 0
     var number = 0
-    let text = String(decoding: bytes, as: UTF8.self)
-    for rawLine in text.split(separator: "\n", omittingEmptySubsequences: false) {
+    while start <= bytes.count {
       number += 1
-      let line = rawLine.trimmingSpaces
-      if line.isEmpty || line.hasPrefix("#") { continue }
-      guard let equals = line.firstIndex(of: "=") else {
-        throw .malformed(path, line: number, "expected KEY=VALUE, got \"\(line)\"")
-      }
-      let key = String(line[..<equals]).trimmingSpaces
-      var value = String(line[line.index(after: equals)...]).trimmingSpaces
-      if value.count >= 2, let first = value.first, first == "\"" || first == "'",
-        value.last == first
-      {
-        value = String(value.dropFirst().dropLast())
-      }
-      guard let expected = keys.first(where: { $0.0 == key })?.1 else {
-        let known = keys.map(\.0).joined(separator: ", ")
-        throw .malformed(path, line: number, "unknown setting \(key) (known: \(known))")
-      }
-      let bad = SourceError.malformed(
-        path, line: number, "\(key)=\"\(value)\": expected \(expected)")
-      switch key {
-      case "BALLOONCTL_MODE":
-        guard let mode = ControlMode(rawValue: value) else { throw bad }
-        settings.mode = mode
-      case "BALLOONCTL_INTERVAL":
-        guard let seconds = Double(value), intervalRange.contains(seconds) else { throw bad }
-        settings.intervalSeconds = seconds
-      case "BALLOONCTL_MARGIN":
-        guard let margin = Double(value), marginRange.contains(margin) else { throw bad }
-        settings.margin = margin
-      case "BALLOONCTL_FRACTION":
-        guard let fraction = Double(value), BalloonLimit.isValid(fraction: fraction) else {
-          throw bad
+      let end = bytes[start...].firstIndex(of: 0x0A) ?? bytes.count
+      var lineEnd = end
+      if lineEnd > start, bytes[lineEnd - 1] == 0x0D { lineEnd -= 1 }
+      let content = bytes[start..<lineEnd]
+      start = end + 1
+      if content.isEmpty { continue }
+      let line = SettingsLine(number: number, path: path)
+      if case (let key, let value)? = try line.assignment(content) {
+        guard let expected = keys.first(where: { $0.0 == key })?.1 else {
+          let known = keys.map(\.0).joined(separator: ", ")
+          throw line.error("unknown setting \(key) (known: \(known))")
         }
-        settings.fraction = fraction
-      case "BALLOONCTL_PROBE_TARGET":
-        guard let flag = yesNo(value) else { throw bad }
-        settings.probeTarget = flag
-      case "BALLOONCTL_VMW_SHRINKER":
-        guard let flag = yesNo(value) else { throw bad }
-        settings.vmwShrinker = flag
-      case "BALLOONCTL_LEVERS":
-        guard let levers = parseLevers(value) else { throw bad }
-        settings.levers = levers
-      case "BALLOONCTL_LOG_LEVEL":
-        let levels = ["trace", "debug", "info", "notice", "warning", "error", "critical"]
-        guard levels.contains(value) else { throw bad }
-        settings.logLevel = value
-      case "BALLOONCTL_ON_EXIT":
-        guard let policy = ExitPolicy(rawValue: value) else { throw bad }
-        settings.onExit = policy
-      case "BALLOONCTL_METRICS_FILE":
-        guard value.hasPrefix("/"), !value.hasSuffix("/") else { throw bad }
-        settings.metricsFile = value
-      default:
-        throw bad
+        if let first = firstSet[key] {
+          throw line.error("\(key) is set again (first set on line \(first))")
+        }
+        firstSet[key] = number
+        try settings.apply(key, value, expected: expected, line: line)
       }
     }
     return settings
+  }
+
+  private mutating func apply(
+    _ key: String, _ value: String, expected: String, line: SettingsLine
+  ) throws(SourceError) {
+    let bad = line.error("\(key)=\"\(SettingsLine.escaped(value))\": expected \(expected)")
+    let number = Self.decimal(value)
+    switch key {
+    case "BALLOONCTL_MODE":
+      guard let mode = ControlMode(rawValue: value) else { throw bad }
+      self.mode = mode
+    case "BALLOONCTL_INTERVAL":
+      guard let number, Self.intervalRange.contains(number) else { throw bad }
+      intervalSeconds = number
+    case "BALLOONCTL_MARGIN":
+      guard let number, Self.marginRange.contains(number) else { throw bad }
+      margin = number
+    case "BALLOONCTL_FRACTION":
+      guard let number, BalloonLimit.isValid(fraction: number) else { throw bad }
+      fraction = number
+    case "BALLOONCTL_PROBE_TARGET":
+      guard let flag = Self.yesNo(value) else { throw bad }
+      probeTarget = flag
+    case "BALLOONCTL_VMW_SHRINKER":
+      guard let flag = Self.yesNo(value) else { throw bad }
+      vmwShrinker = flag
+    case "BALLOONCTL_LEVERS":
+      guard let levers = Self.parseLevers(value) else { throw bad }
+      self.levers = levers
+    case "BALLOONCTL_LOG_LEVEL":
+      let levels = ["trace", "debug", "info", "notice", "warning", "error", "critical"]
+      guard levels.contains(value) else { throw bad }
+      logLevel = value
+    case "BALLOONCTL_ON_EXIT":
+      guard let policy = ExitPolicy(rawValue: value) else { throw bad }
+      onExit = policy
+    case "BALLOONCTL_METRICS_FILE":
+      guard value.hasPrefix("/"), !value.hasSuffix("/") else { throw bad }
+      metricsFile = value
+    default:
+      throw bad
+    }
+  }
+
+  /// A plain decimal (`1`, `0.05`, `.5`): no sign, exponent, hex, inf or nan,
+  /// which `Double(_:)` would also take.
+  static func decimal(_ text: String) -> Double? {
+    var digits = 0
+    var points = 0
+    for byte in text.utf8 {
+      switch byte {
+      case UInt8(ascii: "0")...UInt8(ascii: "9"): digits += 1
+      case UInt8(ascii: "."): points += 1
+      default: return nil
+      }
+    }
+    guard digits > 0, points <= 1, text.utf8.count <= 64 else { return nil }
+    return Double(text)
   }
 
   static func yesNo(_ value: String) -> Bool? {

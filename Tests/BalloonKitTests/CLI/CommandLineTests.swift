@@ -216,3 +216,120 @@ struct CommandLineTests {
     #expect(fromFile.stderr.contains("only --mode report"))
   }
 }
+
+// MARK: the settings file: one line on stderr, exit 64 (content) or 1 (unreadable)
+
+extension CommandLineTests {
+  /// `run --once` on a fixture tree with `--config file` and `extra` flags.
+  func runWithConfig(_ file: String, _ extra: [String] = []) throws -> CommandResult {
+    try Balloonctl.run(
+      ["run", "--once", "--config", file] + extra + [
+        "--root", Fixtures.directory("virtio-6.18").string,
+      ])
+  }
+
+  func expectOneLine(_ result: CommandResult, status: Int32, _ line: String) {
+    #expect(result.status == status, "\(result.stderr)")
+    #expect(result.stderr == "balloonctl: " + line + "\n", "\(result.stderr)")
+    #expect(result.stdout.isEmpty)
+  }
+
+  @Test("a bad settings file: one line (no usage text), exit 64")
+  func badConfigOneLine() throws {
+    let config = try TemporaryTree()
+    try config.write("/balloonctl", "# comment\nBALLOONCTL_MODE=report\nBALLOONCTL_INTERVAL=fast\n")
+    let path = config.path("/balloonctl")
+    expectOneLine(
+      try runWithConfig(path), status: 64,
+      "\(path): line 3: BALLOONCTL_INTERVAL=\"fast\": expected seconds between ticks, 0.1 to 60")
+  }
+
+  @Test("a key set twice: one line naming both lines, exit 64")
+  func duplicateKey() throws {
+    let config = try TemporaryTree()
+    try config.write("/balloonctl", "BALLOONCTL_MODE=report\nBALLOONCTL_MODE=report\n")
+    let path = config.path("/balloonctl")
+    expectOneLine(
+      try runWithConfig(path), status: 64,
+      "\(path): line 2: BALLOONCTL_MODE is set again (first set on line 1)")
+  }
+
+  @Test("a byte order mark before a key: one line with it escaped, exit 64")
+  func invisibleCharacter() throws {
+    let config = try TemporaryTree()
+    try config.write("/balloonctl", "BALLOONCTL_MODE=report\n\u{FEFF}BALLOONCTL_LEVERS=none\n")
+    let path = config.path("/balloonctl")
+    let result = try runWithConfig(path)
+    #expect(result.status == 64)
+    #expect(
+      result.stderr.hasPrefix(
+        "balloonctl: \(path): line 2: character \\u{FEFF} (byte order mark) at column 1"),
+      "\(result.stderr)")
+    #expect(result.stderr.split(separator: "\n").count == 1)
+  }
+
+  @Test("the shipped settings file saved with CRLF still selects enforce (refused on a snapshot)")
+  func shippedCRLF() throws {
+    let shipped = try SystemFile.readRequired(
+      FilePath(#filePath).removingLastComponent().removingLastComponent()
+        .removingLastComponent().removingLastComponent().appending("udev/balloonctl.default"))
+    let config = try TemporaryTree()
+    try config.write("/balloonctl", shipped.flatMap { $0 == 0x0A ? [0x0D, 0x0A] : [$0] })
+    let result = try runWithConfig(config.path("/balloonctl"))
+    #expect(result.status == 64, "\(result.stderr)")
+    #expect(result.stderr.contains("enforce mode acts on the live system"), "\(result.stderr)")
+    // With the mode from the command line, every other line is read as before.
+    #expect(try runWithConfig(config.path("/balloonctl"), ["--mode", "report"]).status == 0)
+  }
+
+  @Test("a --config that is missing, a directory or a FIFO: one line, exit 1, no hang")
+  func unreadableConfig() throws {
+    let config = try TemporaryTree()
+    let missing = config.path("/missing")
+    expectOneLine(
+      try runWithConfig(missing), status: 1, "\(missing): cannot read: No such file or directory")
+    try config.mkdir("/directory")
+    let directory = config.path("/directory")
+    expectOneLine(
+      try runWithConfig(directory), status: 1, "\(directory): a directory, not a settings file")
+    let fifo = config.path("/fifo")
+    #expect(makeFIFO(fifo))
+    expectOneLine(try runWithConfig(fifo), status: 1, "\(fifo): a FIFO, not a settings file")
+  }
+
+  @Test("--metrics-file with --root is refused in one line, and nothing is written")
+  func metricsFileWithRoot() throws {
+    let output = try TemporaryTree()
+    let file = output.path("/balloonctl.prom")
+    let root = Fixtures.directory("virtio-6.18").string
+    let result = try Balloonctl.run([
+      "run", "--once", "--mode", "report", "--metrics-file", file, "--root", root,
+    ])
+    #expect(result.status == 64, "\(result.stderr)")
+    #expect(
+      result.stderr
+        == "balloonctl: --metrics-file cannot be used with --root \(root) (a snapshot run writes nothing)\n",
+      "\(result.stderr)")
+    #expect(!SystemFile.exists(FilePath(file)))
+  }
+
+  @Test("BALLOONCTL_METRICS_FILE from the settings file is not written on a --root run")
+  func metricsSettingWithRoot() throws {
+    let output = try TemporaryTree()
+    let file = output.path("/balloonctl.prom")
+    try output.write("/balloonctl", "BALLOONCTL_MODE=report\nBALLOONCTL_METRICS_FILE=\(file)\n")
+    let result = try runWithConfig(output.path("/balloonctl"), ["--json"])
+    #expect(result.status == 0, "\(result.stderr)")
+    #expect(!SystemFile.exists(FilePath(file)))
+  }
+
+  @Test("a command-line error still prints the usage, exit 64")
+  func commandLineErrorKeepsUsage() throws {
+    let result = try Balloonctl.run([
+      "run", "--interval", "0.05", "--root", Fixtures.directory("none").string,
+    ])
+    #expect(result.status == 64)
+    #expect(result.stderr.hasPrefix("Error: --interval must be 0.1 to 60 seconds"))
+    #expect(result.stderr.contains("Usage:"))
+  }
+}
