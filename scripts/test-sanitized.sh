@@ -34,7 +34,10 @@ began=$(date +%s)
 # Only what the tests run: the test bundle and the balloonctl it spawns. The
 # bench (and the packages only it uses) would double the build time.
 for product in balloonctlPackageTests balloonctl; do
-	$SWIFT build --sanitize="$sanitizer" --scratch-path "$scratch" --product "$product"
+	$SWIFT build --sanitize="$sanitizer" --scratch-path "$scratch" --product "$product" || {
+		echo "test-$name: FAILED: the $title build of $product failed" >&2
+		exit 1
+	}
 done
 built=$(date +%s)
 
