@@ -2,7 +2,9 @@
 #
 #   make run     build, then show `balloonctl status` of this machine (read-only)
 #   make test    install test deps, build, run every unit, CLI and umockdev test
-#                and check `make install` into a temporary DESTDIR
+#                and check `make install` into a temporary DESTDIR, then the
+#                whole suite again under ASan and under TSan
+#   make test-asan / test-tsan   only the run under one sanitizer
 #   make e2e     boot real guest kernels under QEMU and prove the daemon there
 #   make bench   footprint: CPU per idle second, cost per tick, memory
 #   make fuzz    every parser under libFuzzer + ASan, FUZZ_SECONDS (30) each
@@ -29,7 +31,7 @@ UDEVDIR    ?= $(if $(filter /usr,$(PREFIX)),/usr/lib/udev/rules.d,/etc/udev/rule
 RELEASE_FLAGS ?= -c release --static-swift-stdlib
 RELEASE_BIN = .build/release/balloonctl
 
-.PHONY: all deps build run test unit-test e2e bench fuzz deb deb-path install uninstall test-install format clean
+.PHONY: all deps build run test test-asan test-tsan unit-test e2e bench fuzz deb deb-path install uninstall test-install format clean
 
 all: build
 
@@ -51,6 +53,19 @@ test:
 	BALLOONCTL_REQUIRE_UMOCKDEV=1 umockdev-wrapper $(SWIFT) test --skip-build
 	$(MAKE) build
 	BALLOONCTL_BIN=$(RELEASE_BIN) scripts/test-install.sh
+	$(MAKE) test-asan
+	$(MAKE) test-tsan
+
+# The whole suite again under a sanitizer, each in its own scratch path
+# (.build-asan, .build-tsan), the balloonctl the CLI tests spawn included. Any
+# report fails the target with a "test-asan: FAILED" / "test-tsan: FAILED" line.
+test-asan:
+	scripts/deps.sh test
+	SWIFT=$(SWIFT) scripts/test-sanitized.sh address
+
+test-tsan:
+	scripts/deps.sh test
+	SWIFT=$(SWIFT) scripts/test-sanitized.sh thread
 
 # The release binary as shipped, inside real guest kernels under QEMU.
 e2e: build
@@ -123,4 +138,4 @@ format:
 	$(SWIFT) format -i -r Sources Tests Package.swift
 
 clean:
-	rm -rf .build
+	rm -rf .build .build-asan .build-tsan .build-deb fuzz/.build

@@ -40,7 +40,16 @@ enum Balloonctl {
     let argv: [UnsafeMutablePointer<CChar>?] = ([binary] + arguments).map { strdup($0) } + [nil]
     defer { argv.forEach { free($0) } }
     // A clean environment: no umockdev testbed, no LD_PRELOAD from the runner.
-    let env: [UnsafeMutablePointer<CChar>?] = [strdup("PATH=/usr/sbin:/usr/bin:/sbin:/bin"), nil]
+    // Only the sanitizer options pass (make test-asan/test-tsan), so a report in
+    // the sanitized binary goes to the same log and fails the run (Makefile).
+    let sanitizerNames: [String] = [
+      "ASAN_OPTIONS", "LSAN_OPTIONS", "TSAN_OPTIONS", "UBSAN_OPTIONS",
+    ]
+    let sanitizerOptions = sanitizerNames.compactMap { name in
+      getenv(name).map { "\(name)=\(String(cString: $0))" }
+    }
+    let env: [UnsafeMutablePointer<CChar>?] =
+      (["PATH=/usr/sbin:/usr/bin:/sbin:/bin"] + sanitizerOptions).map { strdup($0) } + [nil]
     defer { env.forEach { free($0) } }
     var pid: pid_t = 0
     let spawned = posix_spawn(&pid, binary, &actions, nil, argv, env)
