@@ -50,6 +50,9 @@ tmp=""
 # (dh_shlibdeps: libc6, libgcc-s1, libstdc++6, libudev1; kmod): they are here
 # so that apt installs it offline in the guest.
 PACKAGES="systemd systemd-sysv udev kmod procps libstdc++6 libgcc-s1 libudev1"
+# The guest's modules (with their dependencies): the balloon, the disks, the
+# virtio transports.
+MODULES="virtio_pci virtio_mmio virtio_balloon virtio_blk"
 
 mirror_uri() {
 	uri=""
@@ -110,7 +113,9 @@ base() {
 
 # image <kernel.env> <suite> <out-dir>
 image() {
-	env_file=$1 suite=$2 out=$3
+	env_file=$1 suite=$2
+	mkdir -p "$3"
+	out=$(cd "$3" && pwd)
 	step="read $env_file"
 	# shellcheck disable=SC1090
 	. "$env_file"
@@ -127,7 +132,7 @@ image() {
 			mv "$tools/$name.tmp" "$tools/$name"
 		fi
 	done
-	key=$({ basename "$tar"; echo "$PKG $PKG_VERSION $KVER"; cat "$0" "$here"/system/* "$tools/memlock" "$tools/memhog" "$here/build-initramfs.sh"; } |
+	key=$({ basename "$tar"; echo "$PKG $PKG_VERSION $KVER $MODULES"; cat "$0" "$here"/system/* "$tools/memlock" "$tools/memhog" "$here/build-initramfs.sh"; } |
 		sha256sum | cut -c1-16)
 	if [ -f "$out/image.env" ] && grep -q "^KEY='$key'$" "$out/image.env" && [ -s "$out/rootfs.ext4" ]; then
 		log "$LABEL: cached image $out ($key)"
@@ -152,9 +157,25 @@ image() {
 	step="unpack $(basename "$tar")"
 	tar -C "$root" --numeric-owner -xf "$tar"
 
+	# Only the virtio modules and their dependencies: udev coldplug is the
+	# slowest part of a boot under TCG, and with the whole tree it also loads
+	# kvm, ata_piix, i2c, input... for QEMU's other devices.
 	step="kernel modules $KVER"
 	mkdir -p "$root/usr/lib/modules/$KVER"
-	(cd "$MODDIR" && tar --exclude=./build --exclude=./source -cf - .) | tar -C "$root/usr/lib/modules/$KVER" -xf -
+	files=$(awk -v want="$MODULES" '
+		function modname(p,   n) { n = p; sub(/.*\//, "", n); sub(/\.ko(\.(xz|zst|gz))?$/, "", n); gsub(/-/, "_", n); return n }
+		{ split($0, parts, ":"); name = modname(parts[1]); file[name] = parts[1]; deps[name] = parts[2] }
+		function visit(name,   n, i, d) {
+			if (name in seen) return
+			seen[name] = 1
+			if (!(name in file)) return
+			print file[name]
+			n = split(deps[name], d, " ")
+			for (i = 1; i <= n; i++) visit(modname(d[i]))
+		}
+		END { n = split(want, w, " "); for (i = 1; i <= n; i++) visit(w[i]) }' "$MODDIR/modules.dep")
+	(cd "$MODDIR" && tar -cf - $files modules.builtin modules.builtin.modinfo modules.order 2>/dev/null) |
+		tar -C "$root/usr/lib/modules/$KVER" -xf -
 	depmod -b "$root" "$KVER" 2>/dev/null || {
 		# depmod -b wants <base>/lib/modules; merged /usr has lib -> usr/lib.
 		[ -e "$root/lib/modules/$KVER" ] || { log "no lib/modules in the rootfs"; exit 1; }

@@ -149,7 +149,7 @@ class SystemGuest(Guest):
             self.run("sync", timeout=60)
             assert self.chan is not None
             with self.chan._lock:  # noqa: SLF001 - a command that never answers
-                self.chan._send("systemctl poweroff")  # noqa: SLF001
+                self.chan._send("systemctl --no-block start poweroff.target --job-mode=replace-irreversibly")  # noqa: SLF001
         except GuestError:
             pass
         assert self.proc is not None

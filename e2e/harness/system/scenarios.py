@@ -151,6 +151,11 @@ def oom_kills(g: SystemGuest) -> int:
     return g.vmstat().get("oom_kill", 0)
 
 
+def oom_victims(g: SystemGuest) -> list[str]:
+    _, out = g.run("dmesg | grep -E 'Killed process' || true")
+    return re.findall(r"Killed process \d+ \(([^)]+)\)", out)
+
+
 def memlock(g: SystemGuest, mib_: int) -> dict[str, Any]:
     """The pinned process: memlock holding `mib_` MiB (outside any sandbox)."""
     out = g.check(f"memlock {mib_} >/tmp/memlock.log 2>&1 & echo $!")
@@ -437,7 +442,11 @@ def lifecycle_systemctl(g: SystemGuest, opts: dict[str, Any]) -> dict:
     # stop, BALLOONCTL_ON_EXIT=readmit: the balloon is given back.
     set_on_exit(g, "readmit")
     g.check(f"systemctl restart {UNIT}", timeout=60)
-    wait_state(g, held, 20, "the hold after the restart")
+    # Wait for the new daemon's own state: a stop before it is up tests nothing.
+    s = wait_service(g, is_active, 30) or {}
+    wait_state(g, lambda st: st.get("pid") == int(s.get("MainPID") or -1) and held(st), 30,
+               "the hold after the restart")
+    res["on_exit_readmit_started"] = any("on_exit=readmit" in ln for ln in journal(g)[-6:])
     g.check(f"systemctl stop {UNIT}", timeout=60)
     time.sleep(0.5)
     res["stop_readmit_bound"] = driver_bound(g)
@@ -509,6 +518,7 @@ def boot_sandbox(img: SystemImage, logdir: str, disk: str, opts: dict[str, Any])
                 kb.update(memhog(g, work_mib))
                 time.sleep(1)
             kb["oom_kills_with"] = oom_kills(g) - oom0
+            kb["oom_victims_with"] = oom_victims(g)
             kb["max_balloon_bytes"] = smp.max_balloon(since=t_req)
             smp.write_csv(os.path.join(g.logdir, "balloon-samples-with.csv"))
             kb["probe"] = probe_evidence(lines, h)
@@ -598,8 +608,7 @@ def lifecycle_apt(g: SystemGuest, kb: dict, opts: dict[str, Any]) -> dict:
     # The pinned memory goes first, so the balloon the guard gives back at
     # removal cannot push the guest into OOM.
     g.run(f"kill {kb.get('memlock_pid', 0)}")
-    time.sleep(1)
-    st = wait_state(g, lambda st: (st.get("limit_bytes") or 0) > (kb.get("limit_bytes") or 0), 30, "the new limit")
+    st = stable_limit(g)
     ask_balloon(g, st["limit_bytes"] + 64 * MiB)
     wait_state(g, held, 30, "a hold before removal")
     res["held_before_remove"] = not driver_bound(g)
@@ -624,8 +633,32 @@ def lifecycle_apt(g: SystemGuest, kb: dict, opts: dict[str, Any]) -> dict:
     return verdict(res, p)
 
 
+def stable_limit(g: SystemGuest, timeout: float = 30.0) -> dict:
+    """The daemon's state once its limit is the same in two reads 1.5 s apart
+    (it recomputes it every tick)."""
+    deadline = time.monotonic() + timeout
+    last = read_state(g) or {}
+    while time.monotonic() < deadline:
+        time.sleep(1.5)
+        st = read_state(g) or {}
+        if st.get("limit_bytes") and st.get("limit_bytes") == last.get("limit_bytes"):
+            return st
+        last = st
+    raise GuestTimeout(f"state.json: the limit did not settle within {timeout:.0f}s (last: {json.dumps(last)[:300]})")
+
+
 def kb_without(g: SystemGuest, kb: dict, lock_mib: int, work_mib: int) -> None:
     """KB 340369 with no guard (the package is purged): the guest OOMs."""
+    rc, _ = g.run("dpkg -s balloonctl >/dev/null 2>&1")
+    if rc == 0:
+        # The apt half of lifecycle failed before the removal: no guard may run here.
+        g.run("DEBIAN_FRONTEND=noninteractive apt-get purge -y balloonctl", timeout=180)
+        kb["purged_for_without"] = True
+    _, procs = g.run("pgrep -x balloonctl || true")
+    if procs.strip():
+        raise GuestError(f"balloonctl still runs ({procs.strip()}): no run without the guard")
+    g.run("for d in /sys/bus/virtio/devices/*; do [ \"$(cat $d/device)\" = 0x0005 ] && [ ! -e $d/driver ] && "
+          "echo ${d##*/} >/sys/bus/virtio/drivers/virtio_balloon/bind; done; true")
     g.balloon(g.ram_bytes)
     g.wait_actual(lambda a: a == g.ram_bytes, timeout=60)
     w = memlock(g, lock_mib)
@@ -639,8 +672,7 @@ def kb_without(g: SystemGuest, kb: dict, lock_mib: int, work_mib: int) -> None:
         time.sleep(1)
     w["max_balloon_bytes"] = smp.max_balloon(since=t_req)
     kb["oom_kills_without"] = oom_kills(g) - oom0
-    _, victims = g.run("dmesg | grep -E 'Killed process' || true")
-    w["oom_victims"] = re.findall(r"Killed process \d+ \(([^)]+)\)", victims)
+    w["oom_victims"] = oom_victims(g)[len(kb.get("oom_victims_with") or []):]
     kb["without"] = w
 
 
