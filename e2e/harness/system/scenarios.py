@@ -48,7 +48,8 @@ EXPOSURE_MAX = 2.8
 # Paths outside the package that the file listings before install and after
 # purge leave out: they change on every boot whatever is installed.
 VOLATILE = ["/proc", "/sys", "/dev", "/run", "/tmp", "/var/log", "/var/cache", "/var/lib/apt",
-            "/var/lib/systemd", "/var/tmp", "/root/debs", "/root/files-before.txt", "/var/lib/dpkg"]
+            "/var/lib/systemd", "/var/tmp", "/root/debs", "/root/files-before.txt", "/root/balloonctl-files.txt",
+            "/var/lib/dpkg"]
 
 
 class Problems(list):
@@ -546,13 +547,16 @@ def boot_sandbox(img: SystemImage, logdir: str, disk: str, opts: dict[str, Any])
         except GuestError as e:
             out["lifecycle_apt"] = {"passed": False, "reason": f"{type(e).__name__}: {e}"}
         keep_journal(g)
+        mark = g.mark()
         try:
             kb_without(g, kb, lock_mib, work_mib)
         except GuestError as e:
+            # A guest thrashing or dead of OOM may stop answering: the kernel's
+            # own console lines are the evidence then.
             kb["without_error"] = f"{type(e).__name__}: {e}"
-            if isinstance(e, GuestDied) or g.console_lines(r"Kernel panic"):
-                kb["oom_kills_without"] = len(g.console_lines(r"Out of memory: Killed process"))
-                kb["guest_panic"] = bool(g.console_lines(r"Kernel panic"))
+            kb["oom_kills_without"] = len(g.console_lines(r"Out of memory: Killed process", since=mark))
+            kb["oom_kills_without_source"] = "console"
+            kb["guest_panic"] = bool(g.console_lines(r"Kernel panic", since=mark))
     out["sandboxed_kb"] = kb_verdict(kb)
     return out
 
@@ -607,7 +611,10 @@ def lifecycle_apt(g: SystemGuest, kb: dict, opts: dict[str, Any]) -> dict:
     p = Problems()
     # The pinned memory goes first, so the balloon the guard gives back at
     # removal cannot push the guest into OOM.
-    g.run(f"kill {kb.get('memlock_pid', 0)}")
+    pid = kb.get("memlock_pid", 0)
+    # Its 512 MiB take a while to be unlocked and freed under TCG.
+    g.run(f"kill {pid}; i=0; while kill -0 {pid} 2>/dev/null && [ $i -lt 100 ]; do sleep 0.2; i=$((i+1)); done",
+          timeout=60)
     st = stable_limit(g)
     ask_balloon(g, st["limit_bytes"] + 64 * MiB)
     wait_state(g, held, 30, "a hold before removal")
@@ -625,7 +632,7 @@ def lifecycle_apt(g: SystemGuest, kb: dict, opts: dict[str, Any]) -> dict:
     p.need(rc == 0, f"apt-get purge failed (rc={rc}): {text.strip()[-400:]}")
     prune = " -o ".join(f"-path {v}" for v in VOLATILE)
     g.check(f"find / -xdev \\( {prune} \\) -prune -o -print | sort >/tmp/files-after.txt", timeout=120)
-    _, left = g.run("while read -r f; do [ -e \"$f\" ] && ! grep -qxF \"$f\" /root/files-before.txt && echo \"$f\"; "
+    _, left = g.run("while read -r f; do [ \"$f\" != /. ] && [ -e \"$f\" ] && ! grep -qxF \"$f\" /root/files-before.txt && echo \"$f\"; "
                     "done </root/balloonctl-files.txt; comm -13 /root/files-before.txt /tmp/files-after.txt; "
                     "ls -d /run/balloonctl /etc/default/balloonctl 2>/dev/null; true", timeout=60)
     res["left_behind"] = sorted(set(ln for ln in left.splitlines() if ln.strip()))[:20]
