@@ -642,20 +642,6 @@ def lifecycle_apt(g: SystemGuest, kb: dict, opts: dict[str, Any]) -> dict:
     return verdict(res, p)
 
 
-def stable_limit(g: SystemGuest, timeout: float = 30.0) -> dict:
-    """The daemon's state once its limit is the same in two reads 1.5 s apart
-    (it recomputes it every tick)."""
-    deadline = time.monotonic() + timeout
-    last = read_state(g) or {}
-    while time.monotonic() < deadline:
-        time.sleep(1.5)
-        st = read_state(g) or {}
-        if st.get("limit_bytes") and st.get("limit_bytes") == last.get("limit_bytes"):
-            return st
-        last = st
-    raise GuestTimeout(f"state.json: the limit did not settle within {timeout:.0f}s (last: {json.dumps(last)[:300]})")
-
-
 def kb_without(g: SystemGuest, kb: dict, lock_mib: int, work_mib: int) -> None:
     """KB 340369 with no guard (the package is purged): the guest OOMs."""
     rc, _ = g.run("dpkg -s balloonctl >/dev/null 2>&1")
