@@ -14,6 +14,10 @@
 # their dependencies, decompressed (busybox insmod needs plain .ko) and listed
 # in /lib/modules/load-order in dependency order. If the kernel package ships
 # no modules.dep, `depmod -b` creates it once in the cached kernel tree.
+#
+# The system tier's stub (build-rootfs.sh) uses the same builder with
+# E2E_INITRAMFS_INIT (its /init), E2E_INITRAMFS_MODULES (the module list) and
+# E2E_INITRAMFS_NO_TOOLS=1 (no guest tools: they live on the root disk).
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -37,10 +41,12 @@ for b in /bin/busybox /usr/bin/busybox; do
 done
 [ -n "$busybox" ] || die "no static busybox (apt-get install busybox-static)"
 
+init=${E2E_INITRAMFS_INIT:-$here/init}
+no_tools=${E2E_INITRAMFS_NO_TOOLS:-0}
 # Guest tools: rebuilt when a source is newer than its binary.
 tools=$work/guest-tools
 mkdir -p "$tools"
-for src in "$here"/guest-tools/*.c; do
+[ "$no_tools" = 1 ] || for src in "$here"/guest-tools/*.c; do
 	name=$(basename "$src" .c)
 	if [ ! -x "$tools/$name" ] || [ "$src" -nt "$tools/$name" ]; then
 		gcc -O2 -static -Wall -Wextra -o "$tools/$name.tmp" "$src"
@@ -70,16 +76,16 @@ mkdir -p "$stage/bin" "$stage/sbin" "$stage/usr/bin" "$stage/usr/sbin" "$stage/u
 # The kernel opens /dev/console for init before /init mounts devtmpfs.
 mknod -m 600 "$stage/dev/console" c 5 1 2>/dev/null || log "warning: cannot mknod /dev/console (not root?)"
 cp "$busybox" "$stage/bin/busybox"
-cp "$here/init" "$stage/init"
+cp "$init" "$stage/init"
 chmod 755 "$stage/init"
-cp "$tools"/* "$stage/usr/local/bin/"
+[ "$no_tools" = 1 ] || cp "$tools"/* "$stage/usr/local/bin/"
 echo "root:x:0:0:root:/root:/bin/sh" >"$stage/etc/passwd"
 echo "root:x:0:" >"$stage/etc/group"
 
 # Dependency resolution from modules.dep ("path: dep1 dep2 ..."), dependencies
 # listed most-dependent first, so they are loaded in reverse. Names found in
 # modules.builtin, or nowhere, count as built in.
-want="virtio_pci virtio_balloon virtio_blk"
+want=${E2E_INITRAMFS_MODULES:-virtio_pci virtio_balloon virtio_blk}
 order=$(awk -v want="$want" '
 	function modname(p,   n) { n = p; sub(/.*\//, "", n); sub(/\.ko(\.(xz|zst|gz))?$/, "", n); gsub(/-/, "_", n); return n }
 	FNR == NR {

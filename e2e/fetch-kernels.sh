@@ -5,11 +5,15 @@
 # `dpkg-deb -x`, and apt runs against a PRIVATE state directory per source
 # (its own package lists and cache), so the machine's apt state is untouched.
 #
-# Usage: e2e/fetch-kernels.sh [bookworm] [backports]      (default: both)
+# Usage: e2e/fetch-kernels.sh [bookworm] [trixie] [backports]
+#                                       (default: bookworm backports)
 #
 #   bookworm   Debian 12's current 6.1 cloud kernel (the package that
 #              linux-image-cloud-amd64 depends on), from the sources the
 #              machine already configures.
+#   trixie     Debian 13's main 6.12 cloud kernel (what trixie's
+#              linux-image-cloud-amd64 depends on, trixie + trixie-security),
+#              using the Debian mirror URI the machine already configures.
 #   backports  the newest linux-image-<v>-cloud-amd64 (>= 6.15) in
 #              trixie-backports, using the Debian mirror URI the machine
 #              already configures. Newer packages are split into
@@ -19,6 +23,7 @@
 # Environment:
 #   E2E_WORK                 work directory (default: e2e/work next to this script)
 #   E2E_BOOKWORM_PKG         pin the bookworm package (e.g. linux-image-6.1.0-56-cloud-amd64)
+#   E2E_TRIXIE_PKG           pin the trixie package (e.g. linux-image-6.12.48+deb13-cloud-amd64)
 #   E2E_BACKPORTS_PKG        pin the backports package (e.g. linux-image-6.18.15+deb13-cloud-amd64)
 #   E2E_KERNEL_MAX_AGE_MIN   reuse a cached kernel without asking apt if it was
 #                            resolved less than this many minutes ago (default 720)
@@ -48,6 +53,31 @@ apt_opts() {
 		"-o Acquire::Retries=3 -q"
 }
 
+# The Debian mirror URI the machine configures (deb822 or classic list).
+mirror_uri() {
+	uri=""
+	if [ -f /etc/apt/sources.list.d/debian.sources ]; then
+		uri=$(awk '/^URIs:/ && $2 !~ /security/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources)
+	fi
+	if [ -z "$uri" ] && [ -f /etc/apt/sources.list ]; then
+		uri=$(awk '$1 == "deb" { for (i = 2; i <= NF; i++) if ($i ~ /^[a-z]+:\/\// && $i !~ /security/) { print $i; exit } }' /etc/apt/sources.list)
+	fi
+	[ -n "$uri" ] || die "no Debian mirror URI configured in /etc/apt/sources.list.d/debian.sources or /etc/apt/sources.list"
+	echo "$uri"
+}
+
+# The security archive's URI the machine configures, else Debian's.
+security_uri() {
+	sec=""
+	if [ -f /etc/apt/sources.list.d/debian.sources ]; then
+		sec=$(awk '/^URIs:/ && $2 ~ /security/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources)
+	fi
+	if [ -z "$sec" ] && [ -f /etc/apt/sources.list ]; then
+		sec=$(awk '$1 == "deb" { for (i = 2; i <= NF; i++) if ($i ~ /^[a-z]+:\/\// && $i ~ /security/) { print $i; exit } }' /etc/apt/sources.list)
+	fi
+	echo "${sec:-http://deb.debian.org/debian-security}"
+}
+
 # Makes the private state directory for one label and prints its apt options.
 prepare_state() {
 	label=$1
@@ -69,18 +99,20 @@ prepare_state() {
 		apt_opts "$st" "$st/etc/sources.list.d"
 		;;
 	backports)
-		uri=""
-		if [ -f /etc/apt/sources.list.d/debian.sources ]; then
-			uri=$(awk '/^URIs:/{print $2; exit}' /etc/apt/sources.list.d/debian.sources)
-		fi
-		if [ -z "$uri" ] && [ -f /etc/apt/sources.list ]; then
-			uri=$(awk '$1 == "deb" { for (i = 2; i <= NF; i++) if ($i ~ /^[a-z]+:\/\//) { print $i; exit } }' /etc/apt/sources.list)
-		fi
-		[ -n "$uri" ] || die "no Debian mirror URI configured in /etc/apt/sources.list.d/debian.sources or /etc/apt/sources.list"
+		uri=$(mirror_uri) || exit 1
 		echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $uri trixie-backports main" >"$st/etc/sources.list"
 		apt_opts "$st" /dev/null
 		;;
-	*) die "unknown kernel label '$label' (bookworm, backports)" ;;
+	trixie)
+		uri=$(mirror_uri) || exit 1
+		sec=$(security_uri)
+		{
+			echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $uri trixie main"
+			echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $sec trixie-security main"
+		} >"$st/etc/sources.list"
+		apt_opts "$st" /dev/null
+		;;
+	*) die "unknown kernel label '$label' (bookworm, trixie, backports)" ;;
 	esac
 }
 
@@ -96,6 +128,18 @@ resolve_pkg() {
 		if [ -z "$p" ]; then
 			# shellcheck disable=SC2086
 			p=$(apt-cache $o search --names-only '^linux-image-6\.1\.[0-9.-]+-cloud-amd64$' |
+				awk '{print $1}' | sort -V | tail -n 1)
+		fi
+		echo "$p"
+		;;
+	trixie)
+		if [ -n "${E2E_TRIXIE_PKG:-}" ]; then echo "$E2E_TRIXIE_PKG"; return; fi
+		# shellcheck disable=SC2086
+		p=$(apt-cache $o depends linux-image-cloud-amd64 2>/dev/null |
+			awk '$1 == "Depends:" && $2 ~ /^linux-image-6\.12\.[0-9]+[+]deb13[a-z0-9.+~-]*-cloud-amd64$/ {print $2; exit}')
+		if [ -z "$p" ]; then
+			# shellcheck disable=SC2086
+			p=$(apt-cache $o search --names-only '^linux-image-6\.12\.[0-9]+[+]deb13.*-cloud-amd64$' |
 				awk '{print $1}' | sort -V | tail -n 1)
 		fi
 		echo "$p"

@@ -12,7 +12,7 @@ for group in "$@"; do
 	case "$group" in
 	build) want="$want pkg-config libudev-dev" ;;
 	test) want="$want pkg-config libudev-dev umockdev libumockdev-dev" ;;
-	e2e) want="$want pkg-config libudev-dev qemu-system-x86 busybox-static cpio kmod xz-utils gcc libc6-dev python3-venv" ;;
+	e2e) want="$want pkg-config libudev-dev qemu-system-x86 busybox-static cpio kmod xz-utils gcc libc6-dev python3-venv mmdebstrap e2fsprogs dpkg-dev debian-archive-keyring" ;;
 	bench) want="$want pkg-config libudev-dev earlyoom gcc libc6-dev valgrind" ;;
 	# dpkg-buildpackage and the checks of its output. The Swift toolchain is
 	# not a Debian package (debian/README.source).

@@ -3,6 +3,12 @@
     python -m harness --work e2e/work --results DIR [--kernels bookworm,backports]
                       [--scenarios smoke,status,...] [--keep-going | --fail-fast]
                       [--ignore-unimplemented] [--balloonctl-note staged]
+                      [--tiers busybox,system] [--system-kernels bookworm,trixie,backports]
+                      [--deb PATH] [--commit SHA] [--balloonctl-version TEXT]
+
+Two tiers: ``busybox`` (the bare binary under a busybox init, scenarios in
+harness/scenarios.py) and ``system`` (the .deb installed in real Debian
+guests with systemd, harness/system/).
 
 Prints progress, then the summary, and as its LAST line ``results: <path>``.
 Exit status: 0 if every selected scenario passed (scenarios whose reason is
@@ -23,11 +29,16 @@ from typing import Any, Optional
 
 from .guest import MiB, Kernel
 from .scenarios import NOT_IMPLEMENTED, REGISTRY, RESULT_KEYS, Context
+from .system.scenarios import SCENARIOS as SYSTEM_SCENARIOS
+from .system.tier import describe as system_describe
+from .system.tier import run_tier as run_system_tier
 
 KERNEL_ALIASES = {
     "bookworm": "bookworm", "6.1": "bookworm", "debian12": "bookworm", "old": "bookworm",
     "backports": "backports", "bpo": "backports", "trixie-backports": "backports", "new": "backports",
+    "trixie": "trixie", "6.12": "trixie", "debian13": "trixie",
 }
+ALL_KERNELS = ["bookworm", "trixie", "backports"]
 ISSUE_SCENARIOS = ["status", "kb_failure", "hold_readmit", "crash_safety", "report_mode", "hotplug", "deflate_on_oom"]
 
 
@@ -152,6 +163,15 @@ def summary(results: list[dict], elapsed: float) -> str:
             counts[w] += 1
             dur = f"{r['duration_s']:6.1f}s" if isinstance(r.get("duration_s"), (int, float)) else "     - "
             lines.append(f"  {name:<15} {w}  {dur}  {describe(name, r)}")
+        sysr = k.get("system")
+        if sysr:
+            lines.append(f"  system tier (Debian {sysr.get('suite')} userspace, {sysr.get('deb')}, "
+                         f"{sysr.get('wall_s')} s){': ERROR ' + sysr['error'] if sysr.get('error') else ''}")
+            for name in SYSTEM_SCENARIOS:
+                r = sysr.get(name) or {}
+                w = "PASS" if r.get("passed") else "FAIL"
+                counts[w] += 1
+                lines.append(f"  {name:<15} {w}  {system_describe(name, r)}")
     lines.append(f"totals: PASS {counts['PASS']}, FAIL {counts['FAIL']}, TODO (not implemented) {counts['TODO']}, "
                  f"skipped {counts['SKIP']}")
     return "\n".join(lines)
@@ -180,6 +200,12 @@ def main(argv: Optional[list[str]] = None) -> int:
                     help="exit 0 even if scenarios report 'not implemented' (they still count as not passed)")
     ap.add_argument("--balloonctl-note", default=os.environ.get("E2E_BALLOONCTL_NOTE", "not staged"),
                     help="'staged' when the initramfs holds /usr/local/bin/balloonctl, else why not")
+    ap.add_argument("--tiers", default=os.environ.get("E2E_TIERS", "busybox,system"),
+                    help="busybox, system or both (default)")
+    ap.add_argument("--system-kernels", default=os.environ.get("E2E_SYSTEM_KERNELS", "bookworm,trixie,backports"))
+    ap.add_argument("--deb", default=os.environ.get("E2E_DEB", ""), help="the balloonctl .deb the system tier installs")
+    ap.add_argument("--commit", default="", help="the commit under test (git rev-parse HEAD)")
+    ap.add_argument("--balloonctl-version", default="", help="balloonctl --version of the binary under test")
     ap.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE",
                     help="scenario option, e.g. kb_workload_mib=256 (repeatable)")
     args = ap.parse_args(argv)
@@ -187,7 +213,11 @@ def main(argv: Optional[list[str]] = None) -> int:
         args.keep_going = os.environ.get("E2E_KEEP_GOING", "1") != "0"
 
     order = ["smoke"] + ISSUE_SCENARIOS
-    kernels = parse_list(args.kernels, ["bookworm", "backports"], KERNEL_ALIASES)
+    tiers = parse_list(args.tiers, ["busybox", "system"])
+    kernels = parse_list(args.kernels, ALL_KERNELS, KERNEL_ALIASES) if "busybox" in tiers else []
+    system_kernels = parse_list(args.system_kernels, ALL_KERNELS, KERNEL_ALIASES) if "system" in tiers else []
+    if system_kernels and not args.deb:
+        raise SystemExit("the system tier needs --deb PATH (or E2E_DEB)")
     selected = parse_list(args.scenarios, order)
     opts: dict[str, Any] = {}
     for o in args.opt:
@@ -202,19 +232,28 @@ def main(argv: Optional[list[str]] = None) -> int:
     signal.signal(signal.SIGHUP, on_term)
 
     results: list[dict] = []
+    top: dict[str, Any] = {"commit": args.commit or None, "balloonctl_version": args.balloonctl_version or None,
+                           "tiers": tiers, "kernels": results}
 
     def write() -> None:
         tmp = results_path + ".tmp"
         with open(tmp, "w") as f:
-            json.dump(results, f, indent=2, default=str)
+            json.dump(top, f, indent=2, default=str)
         os.replace(tmp, results_path)
+
+    def entry_for(label: str) -> dict:
+        for e in results:
+            if e["label"] == label:
+                return e
+        e = {"kernel": label, "label": label, "scenarios": {}}
+        results.append(e)
+        return e
 
     t_start = time.monotonic()
     interrupted = False
     stop = False
     for label in kernels:
-        entry: dict[str, Any] = {"kernel": label, "label": label, "scenarios": {}}
-        results.append(entry)
+        entry = entry_for(label)
         for name in order:
             entry["scenarios"][name] = fill_keys(name, {"passed": None, "skipped": True, "reason": "not selected"})
         try:
@@ -250,6 +289,11 @@ def main(argv: Optional[list[str]] = None) -> int:
             if not r.get("passed") and not args.keep_going and \
                     not (args.ignore_unimplemented and r.get("reason") == NOT_IMPLEMENTED):
                 stop = True
+    if system_kernels and not interrupted and not stop:
+        try:
+            run_system_tier(args.work, args.results, system_kernels, args.deb, opts, entry_for, write)
+        except KeyboardInterrupt:
+            interrupted = True
     write()
     text = summary(results, time.monotonic() - t_start)
     with open(os.path.join(args.results, "summary.txt"), "w") as f:
@@ -259,13 +303,16 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     failed = []
     for k in results:
-        for name in selected:
+        for name in selected if k["scenarios"] else []:
             r = k["scenarios"][name]
             if r.get("passed"):
                 continue
             if args.ignore_unimplemented and r.get("reason") == NOT_IMPLEMENTED:
                 continue
             failed.append(f"{k['label']}/{name}")
+        for name in SYSTEM_SCENARIOS if k.get("system") else []:
+            if not (k["system"].get(name) or {}).get("passed"):
+                failed.append(f"{k['label']}/system/{name}")
     if failed:
         print(f"failed: {' '.join(failed)}")
     print(f"results: {results_path}", flush=True)
