@@ -57,10 +57,14 @@ func currentDirectory() -> FilePath? {
   return FilePath(platformString: pointer)
 }
 
-/// Bootstraps swift-log once per process, to stderr (the journal under systemd).
+/// Bootstraps swift-log once per process, to stderr: with sd-daemon priority
+/// prefixes when stderr is the journal (under systemd), else swift-log's
+/// timestamped lines.
 enum LogSetup {
   static func logger(level: Logger.Level) -> Logger {
+    let journal = JournalLogHandler.stderrIsJournal()
     LoggingSystem.bootstrap { label in
+      if journal { return JournalLogHandler(label: label, level: level) }
       var handler = StreamLogHandler.standardError(label: label)
       handler.logLevel = level
       return handler

@@ -531,7 +531,10 @@ public final class Controller {
       return
     }
     if let after = reread(device)?.effectiveCurrentBytes { metadata["after_bytes"] = "\(after)" }
-    logger.notice("\(decision.action.rawValue) \(device.name)", metadata: metadata)
+    // A release is the guard stepping in: warning, so `journalctl -p warning`
+    // shows every time it acted against the host's request.
+    let level: Logger.Level = decision.action == .release ? .warning : .notice
+    logger.log(level: level, "\(decision.action.rawValue) \(device.name)", metadata: metadata)
     lastLogged[device.name] = decision.action
   }
 

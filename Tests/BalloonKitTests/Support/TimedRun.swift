@@ -1,0 +1,98 @@
+import BalloonKit
+import SystemPackage
+
+#if canImport(Glibc)
+  import Glibc
+#endif
+
+/// A run of the built binary that cannot hang the suite: output is read with
+/// poll() until a deadline, then the process is killed and the run reported
+/// as timed out (a regression that blocks in open() fails instead of hanging CI).
+struct TimedResult {
+  var status: Int32
+  var stdout: String
+  var stderr: String
+  var timedOut: Bool
+}
+
+extension Balloonctl {
+  /// - Parameter asNobody: run as uid/gid 65534 through setpriv(1), for
+  ///   permission cases (root reads any file).
+  /// - Parameter journalStream: set JOURNAL_STREAM to stderr's pipe, as
+  ///   systemd does when stderr is the journal.
+  static func run(
+    _ arguments: [String], asNobody: Bool = false, timeoutSeconds: Double = 20,
+    journalStream: Bool = false
+  ) throws -> TimedResult {
+    let command =
+      asNobody
+      ? ["--reuid=65534", "--regid=65534", "--clear-groups", binary] + arguments : arguments
+    let executable = asNobody ? "/usr/bin/setpriv" : binary
+    var out: [Int32] = [0, 0]
+    var err: [Int32] = [0, 0]
+    guard pipe(&out) == 0, pipe(&err) == 0 else { throw FixtureError("pipe", "") }
+    // Close-on-exec, so children spawned by tests running in parallel do not
+    // hold these pipes open (dup2 onto 1 and 2 clears the flag for ours).
+    for fd in out + err { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    defer { posix_spawn_file_actions_destroy(&actions) }
+    posix_spawn_file_actions_adddup2(&actions, out[1], 1)
+    posix_spawn_file_actions_adddup2(&actions, err[1], 2)
+    let argv: [UnsafeMutablePointer<CChar>?] =
+      ([executable] + command).map { strdup($0) } + [nil]
+    defer { argv.forEach { free($0) } }
+    var environment = ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"]
+    if journalStream {
+      var info = stat()
+      guard fstat(err[1], &info) == 0 else { throw FixtureError("fstat", "pipe") }
+      environment.append("JOURNAL_STREAM=\(info.st_dev):\(info.st_ino)")
+    }
+    let env: [UnsafeMutablePointer<CChar>?] = environment.map { strdup($0) } + [nil]
+    defer { env.forEach { free($0) } }
+    var pid: pid_t = 0
+    let spawned = posix_spawn(&pid, executable, &actions, nil, argv, env)
+    close(out[1])
+    close(err[1])
+    defer {
+      close(out[0])
+      close(err[0])
+    }
+    guard spawned == 0 else { throw FixtureError("posix_spawn", executable) }
+
+    var collected: [[UInt8]] = [[], []]
+    var open = [true, true]
+    let deadline = Clock.boottime() + timeoutSeconds
+    var timedOut = false
+    var buffer = [UInt8](repeating: 0, count: 65536)
+    while open[0] || open[1] {
+      let left = deadline - Clock.boottime()
+      if left <= 0 {
+        timedOut = true
+        break
+      }
+      var fds = [
+        pollfd(fd: open[0] ? out[0] : -1, events: Int16(POLLIN), revents: 0),
+        pollfd(fd: open[1] ? err[0] : -1, events: Int16(POLLIN), revents: 0),
+      ]
+      let ready = poll(&fds, 2, Int32(min(left, 1) * 1000))
+      if ready < 0 && errno != EINTR { break }
+      for index in 0..<2 where open[index] && fds[index].revents != 0 {
+        let count = read(fds[index].fd, &buffer, buffer.count)
+        if count > 0 {
+          // Keep the head: the message is on the first lines.
+          if collected[index].count < 1 << 20 { collected[index] += buffer[0..<count] }
+        } else {
+          open[index] = false
+        }
+      }
+    }
+    if timedOut { kill(pid, SIGKILL) }
+    var status: Int32 = 0
+    while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+    let code = status & 0x7f == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+    return TimedResult(
+      status: code, stdout: String(decoding: collected[0], as: UTF8.self),
+      stderr: String(decoding: collected[1], as: UTF8.self), timedOut: timedOut)
+  }
+}
