@@ -68,8 +68,8 @@ test-tsan:
 	SWIFT=$(SWIFT) scripts/test-sanitized.sh thread
 
 # The release binary as shipped, inside real guest kernels under QEMU.
-e2e: build
-	E2E_BALLOONCTL=$(RELEASE_BIN) e2e/run
+e2e: build deb
+	E2E_BALLOONCTL=$(RELEASE_BIN) E2E_DEB=$(DEB_FILE) e2e/run
 
 bench:
 	bench/run
