@@ -111,6 +111,39 @@ public enum KernelText {
     }
   }
 
+  /// The 1-based number of the first line (without its `\n`) for which
+  /// `matches` is true, or nil. For error messages only (a duplicate key's
+  /// first line): the hot readers do not track line numbers.
+  public static func firstLine(
+    _ bytes: UnsafeBufferPointer<UInt8>, where matches: (Range<Int>) -> Bool
+  ) -> Int? {
+    var start = 0
+    var number = 1
+    while start < bytes.count {
+      let next = nextLine(bytes, after: start)
+      let end = next > start && bytes[next - 1] == 0x0a ? next - 1 : next
+      if matches(start..<end) { return number }
+      number += 1
+      start = next
+    }
+    return nil
+  }
+
+  /// Every text file the kernel writes with several lines (seq_file output:
+  /// meminfo, vmstat, status, the debugfs stats) ends in `\n`. A last line
+  /// without one was cut off, possibly inside a number that still parses
+  /// (`HugePages_Total: 5` of `512`), so it is an error, naming that line.
+  public static func requireFinalNewline(_ bytes: UnsafeBufferPointer<UInt8>, path: String)
+    throws(SourceError)
+  {
+    guard let last = bytes.last, last != 0x0a else { return }
+    var start = bytes.count
+    while start > 0, bytes[start - 1] != 0x0a { start -= 1 }
+    throw .malformed(
+      path, line: lineNumber(bytes, at: start),
+      "last line \(quoted(bytes, start..<bytes.count)) has no newline: the file is cut off")
+  }
+
   /// The 1-based line that holds byte `offset` (for error messages only).
   public static func lineNumber(_ bytes: UnsafeBufferPointer<UInt8>, at offset: Int) -> Int {
     var line = 1

@@ -4,8 +4,10 @@ public import SystemPackage
   import Glibc
 #endif
 
-/// Reads kernel files the way procfs and sysfs want to be read: no `stat` (they
-/// report sizes of 0 or 4096), one `pread` loop from offset 0, a hard size cap.
+/// Reads kernel files the way procfs and sysfs want to be read: no size from
+/// `stat` (they report 0 or 4096; `fstat` only checks the file's type), one
+/// `pread` loop from offset 0, a hard size cap. Never blocks: see
+/// `openForReading`.
 public enum SystemFile {
   /// No procfs/sysfs/debugfs file balloonctl reads comes near this; a larger
   /// one is not the kernel's file.
@@ -43,35 +45,113 @@ public enum SystemFile {
   }
 
   /// The names in a directory (no `.`/`..`), or nil when it does not exist.
+  /// Something else in its place (a FIFO, a regular file) is `wrongType`:
+  /// reporting it as absent would hide it.
   public static func list(_ path: FilePath) throws(SourceError) -> [String]? {
+    // glibc's opendir opens with O_NONBLOCK | O_DIRECTORY: a FIFO cannot block it.
     guard let dir = path.withPlatformString({ opendir($0) }) else {
       let error = Errno(rawValue: errno)
-      if error == .noSuchFileOrDirectory || error == .notDirectory { return nil }
+      if error == .noSuchFileOrDirectory { return nil }
+      if error == .notDirectory {
+        // ENOTDIR: a parent is not a directory (absent), or the path itself is not one.
+        guard let kind = kind(of: path), kind != "directory" else { return nil }
+        throw SourceError(path: path.string, .wrongType("is a \(kind); expected a directory"))
+      }
       throw SourceError(path: path.string, .unreadable(error))
     }
     defer { closedir(dir) }
     var names: [String] = []
-    while let entry = readdir(dir) {
+    while true {
+      errno = 0
+      guard let entry = readdir(dir) else { break }
       let name = withUnsafePointer(to: entry.pointee.d_name) {
         $0.withMemoryRebound(to: CChar.self, capacity: 256) { String(cString: $0) }
       }
       if name != "." && name != ".." { names.append(name) }
     }
+    // readdir returns NULL both at the end and on an error; errno tells them apart.
+    if errno != 0 { throw SourceError(path: path.string, .unreadable(Errno(rawValue: errno))) }
     return names
   }
 
   /// Opens `path` read-only; nil when it does not exist (ENOENT, ENOTDIR).
+  /// Only a regular file is accepted: procfs, sysfs (including binary
+  /// attributes such as a PCI `config`) and debugfs files are all regular
+  /// files, and anything else (a FIFO, whose open would block forever, a
+  /// socket, a device, a directory) is not the kernel's file. O_NONBLOCK
+  /// makes the open itself return for a FIFO; fstat then rejects it.
   static func openForReading(_ path: FilePath) throws(SourceError) -> FileDescriptor? {
-    do {
-      return try FileDescriptor.open(path, .readOnly, options: .closeOnExec, retryOnInterrupt: true)
-    } catch let error as Errno {
-      if error == .noSuchFileOrDirectory || error == .notDirectory { return nil }
-      throw SourceError(path: path.string, .unreadable(error))
-    } catch {
-      throw SourceError(path: path.string, .malformed(line: nil, "\(error)"))
+    switch openRegular(path, flags: O_RDONLY) {
+    case .opened(let fd): return fd
+    case .absent: return nil
+    case .failed(let error): throw SourceError(path: path.string, .unreadable(error))
+    case .wrongType(let kind):
+      throw SourceError(path: path.string, .wrongType("is a \(kind); expected a regular file"))
     }
   }
 
+  /// The outcome of `openRegular`.
+  enum OpenOutcome {
+    case opened(FileDescriptor)
+    /// ENOENT or ENOTDIR: the file is not there.
+    case absent
+    case failed(Errno)
+    /// Something other than a regular file is there; the payload names it
+    /// ("FIFO", "socket", "character device", "block device", "directory").
+    case wrongType(String)
+  }
+
+  /// Opens `path` with `flags` (O_RDONLY or O_RDWR) plus O_NONBLOCK,
+  /// O_CLOEXEC and O_NOCTTY, and accepts it only if it is a regular file.
+  /// Shared by every open of an input file (`SystemFile`, `KeptOpenFile`, the
+  /// PCI config and I/O BAR files).
+  static func openRegular(_ path: FilePath, flags: Int32) -> OpenOutcome {
+    var fd: Int32
+    repeat {
+      fd = path.withPlatformString { open($0, flags | O_NONBLOCK | O_CLOEXEC | O_NOCTTY) }
+    } while fd < 0 && errno == EINTR
+    guard fd >= 0 else {
+      let error = Errno(rawValue: errno)
+      if error == .noSuchFileOrDirectory || error == .notDirectory { return .absent }
+      // A socket fails with ENXIO, a device without a driver with ENXIO or
+      // ENODEV: say what is there rather than only the errno.
+      if error != .tooManySymbolicLinkLevels, let kind = kind(of: path), kind != "regular file" {
+        return .wrongType(kind)
+      }
+      return .failed(error)
+    }
+    var info = stat()
+    guard fstat(fd, &info) == 0 else {
+      let error = Errno(rawValue: errno)
+      _ = Glibc.close(fd)
+      return .failed(error)
+    }
+    guard info.st_mode & S_IFMT == S_IFREG else {
+      _ = Glibc.close(fd)
+      return .wrongType(kindName(info.st_mode))
+    }
+    return .opened(FileDescriptor(rawValue: fd))
+  }
+
+  /// What `path` is (following links), e.g. "FIFO"; nil when stat fails.
+  static func kind(of path: FilePath) -> String? {
+    var info = stat()
+    guard path.withPlatformString({ stat($0, &info) }) == 0 else { return nil }
+    return kindName(info.st_mode)
+  }
+
+  static func kindName(_ mode: mode_t) -> String {
+    switch mode & S_IFMT {
+    case S_IFREG: "regular file"
+    case S_IFDIR: "directory"
+    case S_IFIFO: "FIFO"
+    case S_IFSOCK: "socket"
+    case S_IFCHR: "character device"
+    case S_IFBLK: "block device"
+    case S_IFLNK: "symbolic link"
+    default: "file of unknown type"
+    }
+  }
 }
 
 /// A kernel file kept open and re-read from offset 0 on every tick, as earlyoom

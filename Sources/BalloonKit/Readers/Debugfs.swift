@@ -78,12 +78,14 @@ public enum Debugfs {
 /// Shared parsing of the `key: value` stats files debugfs drivers print
 /// (`vmmemctl`, `hv-balloon`).
 enum DebugfsStats {
-  /// Calls `body(lineNumber, key, value)` for every non-blank line; `key` is
-  /// the text before the first `:` and `value` the text after it, both
-  /// trimmed. A non-blank line without `:` is malformed.
+  /// Calls `body(lineNumber, key, value, column)` for every non-blank line;
+  /// `key` is the text before the first `:` and `value` the text after it,
+  /// both trimmed; `column` is the `:`'s offset in its line (it tells the
+  /// `"%-22s: "` layout from `"key:"`). A non-blank line without `:` is
+  /// malformed, and so is a last line without its newline (a file cut off).
   static func forEachField(
     _ bytes: UnsafeBufferPointer<UInt8>, path: String,
-    _ body: (Int, Range<Int>, Range<Int>) throws(SourceError) -> Void
+    _ body: (Int, Range<Int>, Range<Int>, Int) throws(SourceError) -> Void
   ) throws(SourceError) {
     try KernelText.forEachLine(bytes, path: path) { number, line throws(SourceError) in
       if KernelText.trimmed(bytes, line).isEmpty { return }
@@ -92,7 +94,8 @@ enum DebugfsStats {
       }
       let key = KernelText.trimmed(bytes, line.lowerBound..<colon)
       let value = KernelText.trimmed(bytes, (colon + 1)..<line.upperBound)
-      try body(number, key, value)
+      try body(number, key, value, colon - line.lowerBound)
     }
+    try KernelText.requireFinalNewline(bytes, path: path)
   }
 }

@@ -24,7 +24,14 @@ public enum FirmwareMemmapReader {
       guard end >= start else {
         throw .malformed(dir.string, "end \(end) is below start \(start)")
       }
-      total = total +| (end - start +| 1)
+      // Checked, not saturating: an absurd map must not become a huge
+      // "configured RAM" (and KVM floor) without a word.
+      let (size, o1) = (end - start).addingReportingOverflow(1)
+      let (sum, o2) = total.addingReportingOverflow(size)
+      if o1 || o2 {
+        throw .malformed(directory.string, "System RAM entries add up to more than 64 bits")
+      }
+      total = sum
     }
     return total > 0 ? total : nil
   }

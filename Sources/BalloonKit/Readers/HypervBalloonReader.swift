@@ -51,9 +51,20 @@ public enum HypervBalloonReader {
       var pageSize: UInt64 = 4096
       var committed: UInt64?
       var maxDynamic: UInt64?
-      try DebugfsStats.forEachField(buffer, path: path) { number, key, value throws(SourceError) in
+      // The line each parsed key was first seen on, for the duplicate check.
+      var firstLines: [String: Int] = [:]
+      try DebugfsStats.forEachField(buffer, path: path) {
+        number, key, value, _ throws(SourceError) in
         func decimal(_ name: String) throws(SourceError) -> UInt64 {
-          try KernelField.decimal(buffer, value, key: name, path: path, line: number)
+          // Both spellings of "committed" are one field: the second of them
+          // is a duplicate too.
+          let slot = name == "total_pages_commited" ? "total_pages_committed" : name
+          if let first = firstLines[slot] {
+            throw .malformed(
+              path, line: number, "\"\(name)\" appears again (first on line \(first))")
+          }
+          firstLines[slot] = number
+          return try KernelField.decimal(buffer, value, key: name, path: path, line: number)
         }
         if KernelText.equals(buffer, key, "pages_ballooned") {
           ballooned = (try decimal("pages_ballooned"), number)

@@ -47,7 +47,10 @@ public enum MeminfoReader {
 
   /// Each line is `Key:` then spaces, a decimal and ` kB` (or no unit for the
   /// `HugePages_*` counts). Unknown keys are skipped unparsed so a newer
-  /// kernel's lines never break us; a known key with a bad value is an error.
+  /// kernel's lines never break us; a known key with a bad value, a known key
+  /// twice, a missing `required` key or a last line without its newline (a
+  /// file cut off) is an error: each would otherwise count as 0 or as the
+  /// wrong value, and a smaller pinned total raises the limit.
   public static func parse(_ bytes: UnsafeBufferPointer<UInt8>, path: String) throws(SourceError)
     -> Meminfo
   {
@@ -59,18 +62,28 @@ public enum MeminfoReader {
       }
       let key = line.lowerBound..<colon
       guard let field = Field.match(bytes, key) else { return }
+      if values[field.rawValue] != nil {
+        // Only on this error path: find where the key first appeared.
+        let first = KernelText.firstLine(bytes) { other in
+          guard let end = KernelText.firstIndex(of: 0x3a, in: bytes, other) else { return false }
+          return KernelText.equals(bytes, other.lowerBound..<end, field.key)
+        }
+        throw .malformed(
+          path, line: number, "\"\(field.name)\" appears again (first on line \(first ?? 0))")
+      }
       let value = KernelText.trimmed(bytes, (colon + 1)..<line.upperBound)
       values[field.rawValue] =
         field.hasUnit
         ? try KernelField.kilobytes(bytes, value, key: field.name, path: path, line: number)
         : try KernelField.decimal(bytes, value, key: field.name, path: path, line: number)
     }
-    guard let memTotal = values[Field.memTotal.rawValue] else {
-      throw SourceError(path: path, .missingField("MemTotal"))
+    for field in Field.required where values[field.rawValue] == nil {
+      throw SourceError(path: path, .missingField(field.name))
     }
-    guard let swapTotal = values[Field.swapTotal.rawValue] else {
-      throw SourceError(path: path, .missingField("SwapTotal"))
-    }
+    try KernelText.requireFinalNewline(bytes, path: path)
+    guard let memTotal = values[Field.memTotal.rawValue],
+      let swapTotal = values[Field.swapTotal.rawValue]
+    else { throw SourceError(path: path, .missingField("MemTotal")) }  // checked above
     var info = Meminfo(memTotal: memTotal, swapTotal: swapTotal)
     info.memFree = values[Field.memFree.rawValue]
     info.memAvailable = values[Field.memAvailable.rawValue]
@@ -121,6 +134,16 @@ public enum MeminfoReader {
 
     var name: String { key.description }
     var hasUnit: Bool { self != .hugePagesTotal }
+
+    /// The keys the limit's formula needs that every kernel since 2.6.32
+    /// prints (fs/proc/meminfo.c), in the kernel's order, so a file cut off
+    /// names the first key lost. `SecPageTables` (≥ 6.0), `Percpu` and
+    /// `Hugetlb` (≥ 4.16), `HugePages_*` (CONFIG_HUGETLB_PAGE) and `Balloon`
+    /// (≥ 6.15) may be absent.
+    static let required: [Field] = [
+      .memTotal, .unevictable, .mlocked, .swapTotal, .anonPages, .shmem, .sUnreclaim,
+      .kernelStack, .pageTables,
+    ]
 
     /// The fields by key length: a line is compared only with keys as long as
     /// its own (most meminfo lines match none).

@@ -25,6 +25,8 @@ public struct ProcessPins: Sendable, Equatable {
 public enum ProcessStatusReader {
   /// Parses one `status` file: `Key:\tvalue` lines. `Name:` and `Pid:` are
   /// required; `VmLck:`/`VmPin:` end in ` kB`. Other keys are not parsed.
+  /// One of these keys twice, or a last line without its newline (a file cut
+  /// off), is an error rather than a guess.
   public static func parse(_ bytes: [UInt8], path: String) throws(SourceError) -> ProcessPins {
     if bytes.isEmpty { throw .malformed(path, "empty") }
     return try bytes.withUnsafeBufferPointer { buffer throws(SourceError) in
@@ -32,6 +34,17 @@ public enum ProcessStatusReader {
       var pid: Int32?
       var locked: UInt64 = 0
       var pinned: UInt64 = 0
+      // The line each key was first seen on, for the duplicate check.
+      var nameLine = 0
+      var pidLine = 0
+      var lockedLine = 0
+      var pinnedLine = 0
+      func once(_ seen: inout Int, _ key: String, _ number: Int) throws(SourceError) {
+        if seen != 0 {
+          throw .malformed(path, line: number, "\"\(key)\" appears again (first on line \(seen))")
+        }
+        seen = number
+      }
       try KernelText.forEachLine(buffer, path: path) { number, line throws(SourceError) in
         if line.isEmpty { return }
         guard let colon = KernelText.firstIndex(of: 0x3a, in: buffer, line) else {
@@ -39,11 +52,13 @@ public enum ProcessStatusReader {
         }
         let key = line.lowerBound..<colon
         if KernelText.equals(buffer, key, "Name") {
+          try once(&nameLine, "Name", number)
           // The kernel prints "Name:\t" then the escaped comm; keep the rest as is.
           var start = colon + 1
           if start < line.upperBound, buffer[start] == 0x09 { start += 1 }
           name = KernelText.string(buffer, start..<line.upperBound)
         } else if KernelText.equals(buffer, key, "Pid") {
+          try once(&pidLine, "Pid", number)
           let value = KernelText.trimmed(buffer, (colon + 1)..<line.upperBound)
           let parsed = try KernelField.decimal(buffer, value, key: "Pid", path: path, line: number)
           guard let fits = Int32(exactly: parsed) else {
@@ -51,10 +66,12 @@ public enum ProcessStatusReader {
           }
           pid = fits
         } else if KernelText.equals(buffer, key, "VmLck") {
+          try once(&lockedLine, "VmLck", number)
           locked = try KernelField.kilobytes(
             buffer, KernelText.trimmed(buffer, (colon + 1)..<line.upperBound), key: "VmLck",
             path: path, line: number)
         } else if KernelText.equals(buffer, key, "VmPin") {
+          try once(&pinnedLine, "VmPin", number)
           pinned = try KernelField.kilobytes(
             buffer, KernelText.trimmed(buffer, (colon + 1)..<line.upperBound), key: "VmPin",
             path: path, line: number)
@@ -62,6 +79,7 @@ public enum ProcessStatusReader {
       }
       guard let name else { throw SourceError(path: path, .missingField("Name")) }
       guard let pid else { throw SourceError(path: path, .missingField("Pid")) }
+      try KernelText.requireFinalNewline(buffer, path: path)
       return ProcessPins(pid: pid, name: name, lockedBytes: locked, pinnedBytes: pinned)
     }
   }

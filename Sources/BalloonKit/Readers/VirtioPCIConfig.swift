@@ -116,12 +116,11 @@ public final class SysfsPCIConfigSpace: PCIConfigSpace {
   private func readableDescriptor() throws(ProbeError) -> FileDescriptor {
     if let readDescriptor { return readDescriptor }
     let fd: FileDescriptor
-    do {
-      fd = try FileDescriptor.open(path, .readOnly, options: .closeOnExec, retryOnInterrupt: true)
-    } catch let error as Errno {
-      throw Self.openFailure(error, path: path, pciAddress: pciAddress)
-    } catch {
-      throw ProbeError("\(path): cannot open: \(error)")
+    switch SystemFile.openRegular(path, flags: O_RDONLY) {
+    case .opened(let opened): fd = opened
+    case .absent: throw Self.openFailure(.noSuchFileOrDirectory, path: path, pciAddress: pciAddress)
+    case .failed(let error): throw Self.openFailure(error, path: path, pciAddress: pciAddress)
+    case .wrongType(let kind): throw Self.wrongType(kind, path: path)
     }
     readDescriptor = fd
     return fd
@@ -130,15 +129,15 @@ public final class SysfsPCIConfigSpace: PCIConfigSpace {
   private func writableDescriptor() throws(ProbeError) -> FileDescriptor {
     if let writeDescriptor { return writeDescriptor }
     let fd: FileDescriptor
-    do {
-      fd = try FileDescriptor.open(path, .readWrite, options: .closeOnExec, retryOnInterrupt: true)
-    } catch let error as Errno {
+    switch SystemFile.openRegular(path, flags: O_RDWR) {
+    case .opened(let opened): fd = opened
+    case .absent: throw Self.openFailure(.noSuchFileOrDirectory, path: path, pciAddress: pciAddress)
+    case .failed(let error):
       if error == .permissionDenied || error == .notPermitted {
         throw Self.writeFailure(error, path: path)
       }
       throw Self.openFailure(error, path: path, pciAddress: pciAddress)
-    } catch {
-      throw ProbeError("\(path): cannot open for writing: \(error)")
+    case .wrongType(let kind): throw Self.wrongType(kind, path: path)
     }
     var attempts = 0
     while flock(fd.rawValue, LOCK_EX | LOCK_NB) != 0 {
@@ -156,6 +155,12 @@ public final class SysfsPCIConfigSpace: PCIConfigSpace {
     }
     writeDescriptor = fd
     return fd
+  }
+
+  /// Config space is a sysfs binary attribute, a regular file; anything else
+  /// (a FIFO would block a plain open forever) is refused.
+  static func wrongType(_ kind: String, path: FilePath) -> ProbeError {
+    ProbeError("\(path): is a \(kind); expected a regular file")
   }
 
   static func openFailure(_ error: Errno, path: FilePath, pciAddress: String) -> ProbeError {
@@ -250,16 +255,11 @@ final class SysfsPCIIOBar: PCIIOBarReader {
       throw ProbeError("\(path): an I/O BAR read must be 1, 2 or 4 bytes at a port offset")
     }
     if descriptor == nil {
-      do {
-        descriptor = try FileDescriptor.open(
-          path, .readOnly, options: .closeOnExec, retryOnInterrupt: true)
-      } catch let error as Errno {
-        if error == .noSuchFileOrDirectory {
-          throw ProbeError("\(path) is missing (no sysfs access to the I/O BAR)")
-        }
-        throw ProbeError("\(path): cannot open: \(error)")
-      } catch {
-        throw ProbeError("\(path): cannot open: \(error)")
+      switch SystemFile.openRegular(path, flags: O_RDONLY) {
+      case .opened(let opened): descriptor = opened
+      case .absent: throw ProbeError("\(path) is missing (no sysfs access to the I/O BAR)")
+      case .failed(let error): throw ProbeError("\(path): cannot open: \(error)")
+      case .wrongType(let kind): throw SysfsPCIConfigSpace.wrongType(kind, path: path)
       }
     }
     guard let fd = descriptor else { throw ProbeError("\(path): not open") }

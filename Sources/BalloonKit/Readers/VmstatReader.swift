@@ -21,6 +21,18 @@ public struct Vmstat: Sendable, Equatable {
   public var oomKill: UInt64?
 
   public init() {}
+
+  /// Whether the line for `field` was read.
+  func has(_ field: VmstatReader.Field) -> Bool {
+    switch field {
+    case .nrBalloonPages: balloonBytes != nil
+    case .balloonInflate: balloonInflatedBytes != nil
+    case .balloonDeflate: balloonDeflatedBytes != nil
+    case .follPinAcquired: follPinAcquired != nil
+    case .follPinReleased: follPinReleased != nil
+    case .oomKill: oomKill != nil
+    }
+  }
 }
 
 public enum VmstatReader {
@@ -92,6 +104,14 @@ public enum VmstatReader {
         }
         return size
       }
+      if stat.has(field) {
+        // Only on this error path: find where the name first appeared.
+        let first = KernelText.firstLine(bytes) { other in
+          guard let end = KernelText.firstIndex(of: 0x20, in: bytes, other) else { return false }
+          return KernelText.equals(bytes, other.lowerBound..<end, field.key)
+        }
+        throw fail("\"\(field.name)\" appears again (first on line \(first ?? 0))")
+      }
       switch field {
       case .nrBalloonPages: stat.balloonBytes = try bytesOf(number)
       case .balloonInflate: stat.balloonInflatedBytes = try bytesOf(number)
@@ -101,6 +121,18 @@ public enum VmstatReader {
       case .oomKill: stat.oomKill = number
       }
     }
+    // Each pair is printed on adjacent lines by the same kernels: one without
+    // the other is a file cut off between them. Alone, nr_foll_pin_acquired
+    // would hide the DMA pins (a higher limit), balloon_inflate would
+    // overstate the balloon.
+    func requireBoth(_ first: Field, _ second: Field) throws(SourceError) {
+      guard stat.has(first) != stat.has(second) else { return }
+      let (present, absent) = stat.has(first) ? (first, second) : (second, first)
+      throw .malformed(path, "\"\(present.name)\" without \"\(absent.name)\"")
+    }
+    try requireBoth(.follPinAcquired, .follPinReleased)
+    try requireBoth(.balloonInflate, .balloonDeflate)
+    try KernelText.requireFinalNewline(bytes, path: path)
     return stat
   }
 

@@ -25,8 +25,9 @@ public struct VmwBalloonStats: Sendable, Equatable {
 ///     target                :           262144  ≥ 4.20 ("%-22s: %16lu")
 ///
 /// and in both the key `target` appears a second time as the GET_TARGET
-/// command counter, `target: 3601 (0 failed)`. Rule: the first line whose
-/// key is `target`/`current` and which is not a `… failed)` counter.
+/// command counter, `target: 3601 (0 failed)`. Rule: the one line whose key
+/// is `target`/`current` and which is not a `… failed)` counter; a second such
+/// line, or such lines in both layouts, is malformed.
 public enum VmwBalloonReader {
   public static let path = "/sys/kernel/debug/vmmemctl"
   /// `target` and `current` count x86 basic frames, whatever the page size.
@@ -42,24 +43,43 @@ public enum VmwBalloonReader {
   public static func parse(_ bytes: [UInt8], path: String) throws(SourceError) -> VmwBalloonStats {
     if bytes.isEmpty { throw .malformed(path, "empty") }
     return try bytes.withUnsafeBufferPointer { buffer throws(SourceError) in
-      var target: UInt64?
-      var current: UInt64?
-      var capabilities: UInt64?
-      try DebugfsStats.forEachField(buffer, path: path) { number, key, value throws(SourceError) in
+      var target: (value: UInt64, line: Int)?
+      var current: (value: UInt64, line: Int)?
+      var capabilities: (value: UInt64, line: Int)?
+      // The layout of the first value line read (see `Layout`); the other
+      // value lines must match it.
+      var layout: (layout: Layout, line: Int)?
+      try DebugfsStats.forEachField(buffer, path: path) {
+        number, key, value, column throws(SourceError) in
+        func once(_ seen: (value: UInt64, line: Int)?, _ name: String) throws(SourceError) {
+          if let seen {
+            throw .malformed(
+              path, line: number, "\"\(name)\" appears again (first on line \(seen.line))")
+          }
+          let this = Layout(colonColumn: column)
+          if let first = layout, first.layout != this {
+            throw .malformed(
+              path, line: number,
+              "\"\(name)\" is in the \(this.name) layout, line \(first.line) in the "
+                + "\(first.layout.name) layout")
+          }
+          if layout == nil { layout = (this, number) }
+        }
         if KernelText.equals(buffer, key, "target") || KernelText.equals(buffer, key, "current") {
           let isTarget = buffer[key.lowerBound] == 0x74  // "t"
-          if isTarget ? target != nil : current != nil { return }
           if contains(buffer, value, "failed)") { return }  // the command counter
           let name = isTarget ? "target" : "current"
+          try once(isTarget ? target : current, name)
           let frames = try frames(buffer, value, key: name, path: path, line: number)
           let size = try KernelField.bytes(
             frames, unit: frameSize, key: name, path: path, line: number)
-          if isTarget { target = size } else { current = size }
-        } else if capabilities == nil, KernelText.equals(buffer, key, "used capabilities") {
+          if isTarget { target = (size, number) } else { current = (size, number) }
+        } else if KernelText.equals(buffer, key, "used capabilities") {
+          try once(capabilities, "used capabilities")
           // "%#16lx": "0x3e", or plain "0" for zero (hexadecimal accepts both).
           let text = KernelText.string(buffer, value)
           if let parsed = KernelText.hexadecimal(text) {
-            capabilities = parsed
+            capabilities = (parsed, number)
           } else {
             throw .malformed(
               path, line: number,
@@ -70,8 +90,27 @@ public enum VmwBalloonReader {
       guard let target else { throw SourceError(path: path, .missingField("target")) }
       guard let current else { throw SourceError(path: path, .missingField("current")) }
       return VmwBalloonStats(
-        targetBytes: target, currentBytes: current, usedCapabilities: capabilities)
+        targetBytes: target.value, currentBytes: current.value,
+        usedCapabilities: capabilities?.value)
     }
+  }
+
+  /// The two layouts of the file. The lines read here (`used capabilities`,
+  /// `target`, `current`) are always in one layout; the command counters
+  /// below them switched first (mid-series kernels, commit 0395be3e), so only
+  /// the lines read here are compared. Value lines in both layouts are not a
+  /// file the kernel wrote (two captures pasted together): their numbers
+  /// cannot be trusted to belong together.
+  enum Layout: Equatable {
+    /// ≤ 4.19: `"target:             %8d pages"`, the `:` right after the key
+    /// (every key is shorter than 22 characters).
+    case classic
+    /// ≥ 4.20: `"%-22s: %16lu"`, the key padded so the `:` is at column 22.
+    case padded
+
+    init(colonColumn: Int) { self = colonColumn >= 22 ? .padded : .classic }
+
+    var name: String { self == .classic ? "≤ 4.19 (\"key:\")" : "≥ 4.20 (\"%-22s:\")" }
   }
 
   /// Protocol capability names for `used capabilities` (enum

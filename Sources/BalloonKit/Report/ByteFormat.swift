@@ -18,11 +18,16 @@ public enum ByteFormat {
     bytes.map(human) ?? unknown
   }
 
+  /// `part` as a whole percentage of `whole`, for any two values (part may
+  /// exceed whole: "400%"). Integer arithmetic for the whole hundreds, so no
+  /// Double ever converts back to an integer out of range.
   public static func percent(_ part: UInt64, of whole: UInt64) -> String {
     guard whole > 0 else { return "0%" }
-    let value = Double(part) / Double(whole) * 100
-    if value > 0 && value < 1 { return "<1%" }
-    return "\(Int(value.rounded()))%"
+    if part > 0 && part < whole / 100 + (whole % 100 == 0 ? 0 : 1) { return "<1%" }
+    // part = quotient × whole + remainder; the remainder's share is below 100.
+    let (quotient, remainder) = part.quotientAndRemainder(dividingBy: whole)
+    let share = UInt64((Double(remainder) / Double(whole) * 100).rounded())
+    return "\(quotient *| 100 +| share)%"
   }
 
   /// 0.65 → "0.65" (Swift prints the shortest round-trip form).

@@ -69,10 +69,13 @@ public struct LimitText {
     lines.append("  VMware  \(vmxLine)")
     lines.append("          in the VM's .vmx (MB), then power-cycle the VM; KB 340369")
     if let floor = host.kvmMinimumTargetMiB, let ram = host.configuredRAMBytes {
+      // Saturating: `<<` would silently drop the high bits of a hand-built
+      // floor (compute() keeps it below 2^44 MiB, where the bytes fit).
+      let floorBytes = floor *| BalloonLimit.mebibyte
       lines.append("  KVM     keep the guest's RAM target at or above \(floor) MiB:")
       lines.append("            virsh setmem <domain> \(floor)M --live")
       lines.append(
-        "            QMP {\"execute\":\"balloon\",\"arguments\":{\"value\":\(floor << 20)}}")
+        "            QMP {\"execute\":\"balloon\",\"arguments\":{\"value\":\(floorBytes)}}")
       lines.append(
         "          (configured RAM ≈ \(h(ram)) from the firmware memory map, minus the limit)")
     } else {

@@ -102,20 +102,25 @@ public struct StatusText {
   }
 
   /// One line of `barWidth` cells: pinned, then balloon, then the rest, and a
-  /// `|` where the limit would end (measured from the balloon's start).
+  /// `|` where the limit would end (measured from the balloon's start). Safe
+  /// for any sizes: parts larger than `whole` fill the bar, never more.
   func bar(pinned: UInt64, balloon: UInt64, whole: UInt64) -> String {
-    guard whole > 0 else { return "[" + String(repeating: "░", count: barWidth) + "]" }
+    let width = max(0, barWidth)
+    guard whole > 0 else { return "[" + String(repeating: "░", count: width) + "]" }
+    // The share is clamped in Double before converting, so a part 2^64
+    // times the whole cannot make an Int out of range.
     func cells(_ part: UInt64) -> Int {
-      min(barWidth, Int((Double(part) / Double(whole) * Double(barWidth)).rounded()))
+      let share = min(1, Double(part) / Double(whole))
+      return min(width, Int((share * Double(width)).rounded()))
     }
-    let pinnedCells = max(pinned > 0 ? 1 : 0, cells(pinned))
-    let balloonCells = min(barWidth - pinnedCells, max(balloon > 0 ? 1 : 0, cells(balloon)))
-    var characters = Array(repeating: "░", count: barWidth)
+    let pinnedCells = min(width, max(pinned > 0 ? 1 : 0, cells(pinned)))
+    let balloonCells = min(width - pinnedCells, max(balloon > 0 ? 1 : 0, cells(balloon)))
+    var characters = Array(repeating: "░", count: width)
     for index in 0..<pinnedCells { characters[index] = "█" }
     for index in pinnedCells..<(pinnedCells + balloonCells) { characters[index] = "▒" }
-    let limitCell = min(barWidth, pinnedCells + cells(snapshot.limit.bytes))
+    let limitCell = min(width, pinnedCells + cells(snapshot.limit.bytes))
     let body = characters.joined()
-    guard limitCell < barWidth else { return "[" + body + "]" }
+    guard limitCell < width else { return "[" + body + "]" }
     var marked = Array(body)
     marked.insert("|", at: limitCell)
     return "[" + String(marked) + "]  | = limit"
