@@ -251,19 +251,25 @@ done <<-'EOF'
 EOF
 
 section "udev rule: what it matches"
-# Each rule must start the service through systemd.
+# Each rule must start the service through systemd, except the one that links
+# the balloon's PCI config file for the unit's write hole.
+link='RUN+="/bin/ln -sfn /sys%p/../config /run/balloonctl.virtio-config"'
 while IFS= read -r rule; do
 	case $rule in
 	*'TAG+="systemd"'*'ENV{SYSTEMD_WANTS}+="balloonctl.service"'*) ok "starts balloonctl.service: ${rule%%, TAG+=*}" ;;
+	*"$link") ok "links the PCI config hole: ${rule%%, RUN+=*}" ;;
 	*) bad "rule does not add balloonctl.service to SYSTEMD_WANTS with TAG+=\"systemd\": $rule" ;;
 	esac
 done < <(grep -v '^[[:space:]]*\(#\|$\)' "$rules")
+check "the PCI config link is the unit's hole" grep -q '^ReadWritePaths=-/run/balloonctl.virtio-config$' udev/balloonctl.service
+check "the PCI config link is made only for virtio-pci balloons" \
+	grep -q 'SUBSYSTEM=="virtio", ENV{MODALIAS}=="virtio:d00000005v\*", SUBSYSTEMS=="pci", RUN+=' "$rules"
 for subsystem in virtio module xen_memory vmbus; do
 	check "a rule matches SUBSYSTEM==\"$subsystem\"" grep -q "SUBSYSTEM==\"$subsystem\"" "$rules"
 done
 # The virtio MODALIAS pattern, taken from the rule, against real modaliases
 # (udev matches with fnmatch, as the shell's case does).
-glob=$(sed -n 's/.*ENV{MODALIAS}=="\([^"]*\)".*/\1/p' "$rules")
+glob=$(sed -n 's/.*ENV{MODALIAS}=="\([^"]*\)".*/\1/p' "$rules" | sort -u)
 modalias_matches() { case $1 in $glob) return 0 ;; *) return 1 ;; esac; }
 check "virtio MODALIAS pattern found ($glob)" test -n "$glob"
 check "matches virtio-pci balloon virtio:d00000005v00001AF4" modalias_matches virtio:d00000005v00001AF4
