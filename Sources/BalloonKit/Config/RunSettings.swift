@@ -55,9 +55,9 @@ public struct RunSettings: Sendable, Equatable {
         case .fifo: "a FIFO"
         case .socket: "a socket"
         case .characterSpecial, .blockSpecial: "a device"
-        default: "not a regular file"
+        default: "a special file"
         }
-      throw SourceError(path: path.string, .wrongType("\(kind), not a settings file"))
+      throw SourceError(path: path.string, .wrongType("is \(kind); expected a regular file"))
     }
     return try parse(SystemFile.readRequired(path), path: path.string)
   }

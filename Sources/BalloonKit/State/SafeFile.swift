@@ -254,7 +254,8 @@ final class CheckedDirectory {
       return nil
     } catch .tooManySymbolicLinkLevels {
       let target = SystemFile.readLink(FilePath(file)).map { " to \($0)" } ?? ""
-      throw SourceError(path: file, .wrongType("a symbolic link\(target); expected a regular file"))
+      throw SourceError(
+        path: file, .wrongType("is a symbolic link\(target); expected a regular file"))
     } catch {
       throw SourceError(path: file, .unreadable(error))
     }
@@ -267,7 +268,7 @@ final class CheckedDirectory {
     }
     guard info.st_mode & S_IFMT == S_IFREG else {
       throw SourceError(
-        path: file, .wrongType("\(Self.kind(info.st_mode)); expected a regular file"))
+        path: file, .wrongType("is \(Self.kind(info.st_mode)); expected a regular file"))
     }
     try Self.check(info, path: file, owners: owners)
     guard info.st_size <= limit else { throw SourceError(path: file, .tooLarge(limit: limit)) }
@@ -351,7 +352,8 @@ final class CheckedDirectory {
         self.fd.rawValue, name, O_RDWR | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0o644)
     } catch .tooManySymbolicLinkLevels {
       let target = SystemFile.readLink(FilePath(file)).map { " to \($0)" } ?? ""
-      throw SourceError(path: file, .wrongType("a symbolic link\(target); expected a regular file"))
+      throw SourceError(
+        path: file, .wrongType("is a symbolic link\(target); expected a regular file"))
     } catch {
       throw SourceError(path: file, .unwritable(error))
     }
@@ -372,7 +374,7 @@ final class CheckedDirectory {
       throw SourceError(path: file, .unreadable(error))
     }
     guard info.st_mode & S_IFMT == S_IFREG else {
-      throw SourceError(path: file, .wrongType("\(kind(info.st_mode)); expected a regular file"))
+      throw SourceError(path: file, .wrongType("is \(kind(info.st_mode)); expected a regular file"))
     }
     guard info.st_nlink == 1 else {
       throw SourceError(

@@ -291,10 +291,10 @@ extension CommandLineTests {
     try config.mkdir("/directory")
     let directory = config.path("/directory")
     expectOneLine(
-      try runWithConfig(directory), status: 1, "\(directory): a directory, not a settings file")
+      try runWithConfig(directory), status: 1, "\(directory): is a directory; expected a regular file")
     let fifo = config.path("/fifo")
     #expect(makeFIFO(fifo))
-    expectOneLine(try runWithConfig(fifo), status: 1, "\(fifo): a FIFO, not a settings file")
+    expectOneLine(try runWithConfig(fifo), status: 1, "\(fifo): is a FIFO; expected a regular file")
   }
 
   @Test("--metrics-file with --root is refused in one line, and nothing is written")

@@ -313,13 +313,13 @@ struct RunSettingsTests {
     let fifo = tree.path("/fifo")
     #expect(makeFIFO(fifo))
     let error = sourceError { () throws(SourceError) in _ = try RunSettings.load(FilePath(fifo)) }
-    #expect(error == SourceError(path: fifo, .wrongType("a FIFO, not a settings file")))
+    #expect(error == SourceError(path: fifo, .wrongType("is a FIFO; expected a regular file")))
     try tree.mkdir("/directory")
     let directory = tree.path("/directory")
     let notFile = sourceError { () throws(SourceError) in
       _ = try RunSettings.load(FilePath(directory))
     }
-    #expect(notFile == SourceError(path: directory, .wrongType("a directory, not a settings file")))
+    #expect(notFile == SourceError(path: directory, .wrongType("is a directory; expected a regular file")))
   }
 
   @Test("arbitrary bytes give settings or an error, in bounded time")

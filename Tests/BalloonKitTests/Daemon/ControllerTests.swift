@@ -174,9 +174,11 @@ struct ControllerTests {
     #expect(try h.guest.text(SimulatedGuest.driverDirectory + "/bind") == "virtio0")
     #expect(controller.state.record(forKey: "virtio:virtio0")?.hold.held == false)
 
-    // Every action is logged once, with the limit and the sizes.
-    let actions = h.logs.entries.filter { $0.level == .notice }
+    // Every action is logged once, with the limit and the sizes; the release
+    // at warning (the guard acted against the host), the re-admit at notice.
+    let actions = h.logs.entries.filter { $0.level == .notice || $0.level == .warning }
     #expect(actions.count == 2)
+    #expect(actions.map(\.level) == [.warning, .notice])
     #expect(actions.allSatisfy { $0.metadata["limit_bytes"] == "\(limit)" })
     #expect(actions.first?.metadata["target_bytes"] == "\(target)")
   }

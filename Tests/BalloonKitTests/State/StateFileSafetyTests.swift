@@ -209,11 +209,11 @@ struct StateFileSafetyTests {
     try box.makeStateDir()
     try box.link(box.stateDir + "/lock", to: box.victim)
     let dangling = message { _ = try InstanceLock(directory: FilePath(box.stateDir)) }
-    #expect(dangling.hasPrefix("\(box.stateDir)/lock: a symbolic link"), "\(dangling)")
+    #expect(dangling.hasPrefix("\(box.stateDir)/lock: is a symbolic link"), "\(dangling)")
     #expect(box.read(box.victim) == nil)
     try box.write(box.victim, "precious\n")
     let present = message { _ = try InstanceLock(directory: FilePath(box.stateDir)) }
-    #expect(present.hasPrefix("\(box.stateDir)/lock: a symbolic link"), "\(present)")
+    #expect(present.hasPrefix("\(box.stateDir)/lock: is a symbolic link"), "\(present)")
     #expect(box.read(box.victim) == "precious\n")
   }
 
@@ -228,7 +228,7 @@ struct StateFileSafetyTests {
     unlink(box.stateDir + "/lock")
     #expect(mkfifo(box.stateDir + "/lock", 0o600) == 0)
     let fifo = message { _ = try InstanceLock(directory: FilePath(box.stateDir)) }
-    #expect(fifo == "\(box.stateDir)/lock: a FIFO; expected a regular file", "\(fifo)")
+    #expect(fifo == "\(box.stateDir)/lock: is a FIFO; expected a regular file", "\(fifo)")
     unlink(box.stateDir + "/lock")
     let lock = try InstanceLock(directory: FilePath(box.stateDir))
     #expect(try lock.acquire())
@@ -243,16 +243,16 @@ struct StateFileSafetyTests {
     try box.makeStateDir()
     let file = box.stateDir + "/state.json"
     #expect(mkfifo(file, 0o644) == 0)
-    #expect(message { _ = try box.store.load() } == "\(file): a FIFO; expected a regular file")
+    #expect(message { _ = try box.store.load() } == "\(file): is a FIFO; expected a regular file")
     unlink(file)
     #expect(mkdir(file, 0o755) == 0)
-    #expect(message { _ = try box.store.load() } == "\(file): a directory; expected a regular file")
+    #expect(message { _ = try box.store.load() } == "\(file): is a directory; expected a regular file")
     rmdir(file)
     try box.write(box.victim, StateSandbox.sampleState().json().rendered())
     try box.link(file, to: box.victim)
     #expect(
       message { _ = try box.store.load() }
-        == "\(file): a symbolic link to \(box.victim); expected a regular file")
+        == "\(file): is a symbolic link to \(box.victim); expected a regular file")
     unlink(file)
     try box.write(file, StateSandbox.sampleState().json().rendered(), mode: 0o666)
     #expect(
@@ -301,10 +301,10 @@ struct StateFileSafetyTests {
     let file = box.stateDir + "/state.json"
     #expect(mkfifo(file, 0o644) == 0)
     let first = try box.store.loadForResume(moveAside: true)
-    #expect(first.problem.map { "\($0)" } == "\(file): a FIFO; expected a regular file")
+    #expect(first.problem.map { "\($0)" } == "\(file): is a FIFO; expected a regular file")
     #expect(mkdir(file, 0o755) == 0)
     let second = try box.store.loadForResume(moveAside: true)
-    #expect(second.problem.map { "\($0)" } == "\(file): a directory; expected a regular file")
+    #expect(second.problem.map { "\($0)" } == "\(file): is a directory; expected a regular file")
     try box.link(file, to: box.victim)
     let third = try box.store.loadForResume(moveAside: true)
     #expect(third.problem != nil)
