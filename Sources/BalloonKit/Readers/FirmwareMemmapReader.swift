@@ -39,7 +39,11 @@ public enum FirmwareMemmapReader {
   static func address(_ file: FilePath) throws(SourceError) -> UInt64 {
     let text = try KernelText.attribute(SystemFile.readRequired(file), path: file.string)
     guard let value = KernelText.hexadecimal(text) else {
-      throw .malformed(file.string, "\"\(text)\" is not a 0x-prefixed hexadecimal address")
+      // Quoted and escaped: the file's text may hold newlines, and an error is one line.
+      let shown = Array(text.utf8).withUnsafeBufferPointer {
+        KernelText.quoted($0, 0..<$0.count)
+      }
+      throw .malformed(file.string, "\(shown) is not a 0x-prefixed hexadecimal address")
     }
     return value
   }
