@@ -484,6 +484,7 @@ if [ -n "$deb" ]; then
 	check "prerm stops the service and then re-admits, on remove only" \
 		eval "awk '/\"\\\$1\" = remove/{r=1} r&&/deb-systemd-invoke stop balloonctl.service/{s=NR} r&&/balloonctl readmit/{a=NR} END{exit !(s && a > s)}' '$pkgcontrol/prerm'"
 	check "postrm purge removes /run/balloonctl" grep -q 'rm -rf /run/balloonctl' "$pkgcontrol/postrm"
+	check "postrm removes the PCI config link" grep -q 'rm -f /run/balloonctl.virtio-config' "$pkgcontrol/postrm"
 	check "the re-admit command exists in the packaged binary" \
 		eval "'$bin' readmit --help | grep -q 'state-dir'"
 	rc=0

@@ -344,6 +344,12 @@ def boot_coldplug(img: SystemImage, logdir: str, disk: str, opts: dict[str, Any]
             res["status_daemon"] = next((ln for ln in text.splitlines() if ln.startswith("Daemon")), None)
             p.need(rc == 0 and re.search(r"^Daemon\s+running, pid \d+", text, re.M),
                    f"balloonctl status (rc={rc}) does not show the running daemon: {text.strip()[-300:]}")
+            # What a user sees (the README's install section shows these).
+            for name, cmd in (("systemctl-status.txt", f"SYSTEMD_COLORS=0 systemctl status {UNIT} --no-pager -l"),
+                              ("journalctl-u.txt", f"journalctl -b -u {UNIT} --no-pager -o short")):
+                _, seen = g.run(f"COLUMNS=100 {cmd}", timeout=60)
+                with open(os.path.join(g.logdir, name), "w") as f:
+                    f.write(seen)
             out["coldplug"] = verdict(res, p)
         except GuestError as e:
             out["coldplug"] = {"passed": False, "reason": f"{type(e).__name__}: {e}"}
@@ -636,7 +642,7 @@ def lifecycle_apt(g: SystemGuest, kb: dict, opts: dict[str, Any]) -> dict:
     g.check(f"find / -xdev \\( {prune} \\) -prune -o -print | sort >/tmp/files-after.txt", timeout=120)
     _, left = g.run("while read -r f; do [ \"$f\" != /. ] && [ -e \"$f\" ] && ! grep -qxF \"$f\" /root/files-before.txt && echo \"$f\"; "
                     "done </root/balloonctl-files.txt; comm -13 /root/files-before.txt /tmp/files-after.txt; "
-                    "ls -d /run/balloonctl /etc/default/balloonctl 2>/dev/null; true", timeout=60)
+                    "ls -d /run/balloonctl /run/balloonctl.virtio-config /etc/default/balloonctl 2>/dev/null; true", timeout=60)
     res["left_behind"] = sorted(set(ln for ln in left.splitlines() if ln.strip()))[:20]
     p.need(not res["left_behind"], f"files left after purge: {res['left_behind'][:6]}")
     return verdict(res, p)
