@@ -106,7 +106,7 @@ struct RunCommand: ParsableCommand {
 
   @Option(
     help: ArgumentHelp(
-      "Also write Prometheus metrics to <file> (node_exporter textfile collector) on every change.",
+      "Also write Prometheus metrics to <file> (node_exporter textfile collector) on every change. Not with --root (a snapshot run writes nothing).",
       valueName: "file"))
   var metricsFile: String?
 
