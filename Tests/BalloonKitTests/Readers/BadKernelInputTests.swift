@@ -406,7 +406,9 @@ struct BadKernelInputTests {
     let tree = try Fixtures.copy("virtio-6.18")
     chmod(tree.base.string, 0o755)
     chmod(tree.path("/proc/meminfo"), 0)
-    let result = try Self.runAsNobody([Balloonctl.binary, "status", "--root", tree.base.string])
+    let result = try Self.runAsNobody([
+      Balloonctl.binaryForNobody(), "status", "--root", tree.base.string,
+    ])
     #expect(result.status == 1, "\(result.stderr)")
     #expect(
       result.stderr.contains("\(tree.path("/proc/meminfo")): cannot read: Permission denied"),

@@ -26,7 +26,8 @@ extension Balloonctl {
   ) throws -> TimedResult {
     let command =
       asNobody
-      ? ["--reuid=65534", "--regid=65534", "--clear-groups", binary] + arguments : arguments
+      ? ["--reuid=65534", "--regid=65534", "--clear-groups", try binaryForNobody()] + arguments
+      : arguments
     let executable = asNobody ? "/usr/bin/setpriv" : binary
     var out: [Int32] = [0, 0]
     var err: [Int32] = [0, 0]
@@ -95,4 +96,50 @@ extension Balloonctl {
       status: code, stdout: String(decoding: collected[0], as: UTF8.self),
       stderr: String(decoding: collected[1], as: UTF8.self), timedOut: timedOut)
   }
+}
+
+extension Balloonctl {
+  /// A copy of the binary that `nobody` can run: the build directory may sit
+  /// below a directory only root can enter (a clone under /root). Made once
+  /// per test process, in a 0755 directory under /tmp, removed at exit.
+  static func binaryForNobody() throws -> String {
+    try NobodyCopy.path.get()
+  }
+}
+
+private enum NobodyCopy {
+  static let path: Result<String, FixtureError> = {
+    var template = Array("/tmp/balloonctl-nobody.XXXXXX".utf8CString)
+    guard let made = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else {
+      return .failure(FixtureError("mkdtemp", "/tmp"))
+    }
+    let directory = String(cString: made)
+    let copy = directory + "/balloonctl"
+    let source = open(Balloonctl.binary, O_RDONLY | O_CLOEXEC)
+    let target = open(copy, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o755)
+    defer {
+      if source >= 0 { close(source) }
+      if target >= 0 { close(target) }
+    }
+    guard source >= 0, target >= 0 else { return .failure(FixtureError("copy", copy)) }
+    var buffer = [UInt8](repeating: 0, count: 1 << 20)
+    while true {
+      let count = read(source, &buffer, buffer.count)
+      if count == 0 { break }
+      guard count > 0, write(target, buffer, count) == count else {
+        return .failure(FixtureError("copy", copy))
+      }
+    }
+    guard chmod(directory, 0o755) == 0, chmod(copy, 0o755) == 0 else {
+      return .failure(FixtureError("chmod", copy))
+    }
+    atexit {
+      // Best effort: the copy and its directory.
+      if let path = try? NobodyCopy.path.get() {
+        unlink(path)
+        rmdir(String(path.dropLast("/balloonctl".count)))
+      }
+    }
+    return .success(copy)
+  }()
 }
