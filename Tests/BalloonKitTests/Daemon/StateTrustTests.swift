@@ -145,7 +145,9 @@ struct StateTrustTests {
     #expect(try first.tick(now: 0, wall: 0).decisions.map(\.action) == [.setTarget])
     let written = try kib("target_kb")
 
-    let restarted = h.controller(previous: try #require(try h.store.load()))
+    let saved = try h.store.load()
+    #expect(saved?.record(forKey: "xen:xen_memory0")?.hold.held == true)
+    let restarted = h.controller(previous: saved)
     #expect(try restarted.tick(now: 1, wall: 1).decisions.map(\.action) == [.none])
     #expect(restarted.state.record(forKey: "xen:xen_memory0")?.hold.held == true)
     #expect(!h.logs.entries.contains { "\($0.message)".contains("resumed hold is not ours") })
