@@ -36,7 +36,12 @@ public enum KernelText {
     var body = Substring(text)
     guard body.hasPrefix("0x") || body.hasPrefix("0X") else { return nil }
     body = body.dropFirst(2)
-    guard !body.isEmpty, body.count <= 16 else { return nil }
+    // Hex digits only: UInt64(_:radix:) also takes a sign ("0x-00", "0x+1f").
+    guard !body.isEmpty, body.count <= 16,
+      body.utf8.allSatisfy({
+        ($0 >= 0x30 && $0 <= 0x39) || ($0 | 0x20 >= 0x61 && $0 | 0x20 <= 0x66)
+      })
+    else { return nil }
     return UInt64(body, radix: 16)
   }
 

@@ -6,6 +6,7 @@ struct KernelTextTests {
   static let hexCases: [(String, UInt64?)] = [
     ("0x0005", 5), ("0x1af4", 0x1af4), ("0X3E", 0x3e), ("0", 0),  // %#x prints a bare 0
     ("5", nil), ("0x", nil), ("0xzz", nil), ("", nil), ("0x11112222333344445", nil),
+    ("0x-00", nil), ("0x+1f", nil), ("0x-0", nil),  // UInt64(_:radix:) alone takes a sign (fuzz)
   ]
 
   @Test("hexadecimal: 0x-prefixed, or the bare 0 that %#x prints", arguments: hexCases)
