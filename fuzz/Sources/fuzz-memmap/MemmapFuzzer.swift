@@ -88,7 +88,12 @@ func expected(_ parts: [[UInt8]]) -> UInt64? {
     if text == "0" { return 0 }
     guard text.hasPrefix("0x") || text.hasPrefix("0X") else { return nil }
     let digits = text.dropFirst(2)
-    guard !digits.isEmpty, digits.count <= 16 else { return nil }
+    // Digits only: UInt64(_:radix:) alone would also take a sign ("0x+0").
+    guard !digits.isEmpty, digits.count <= 16,
+      digits.utf8.allSatisfy({
+        ($0 >= 0x30 && $0 <= 0x39) || ($0 | 0x20 >= 0x61 && $0 | 0x20 <= 0x66)
+      })
+    else { return nil }
     return UInt64(digits, radix: 16)
   }
   var total: UInt64 = 0
