@@ -74,7 +74,7 @@ func wholeReader(_ parts: [[UInt8]]) {
     "total \(String(describing: result)), sum \(String(describing: sum))")
 }
 
-/// The saturating sum of end − start + 1 over the "System RAM" entries, or
+/// The sum (nil past 64 bits) of end − start + 1 over the "System RAM" entries, or
 /// nil when an entry is malformed (a missing start or end of a RAM entry, a
 /// NUL byte, an address that is not 0x hex, end below start).
 func expected(_ parts: [[UInt8]]) -> UInt64? {
@@ -103,7 +103,11 @@ func expected(_ parts: [[UInt8]]) -> UInt64? {
     guard entry * 3 + 2 < parts.count, let start = hex(parts[entry * 3 + 1]),
       let end = hex(parts[entry * 3 + 2]), end >= start
     else { return nil }
-    total = total +| (end - start +| 1)
+    // Checked, as the reader does: a map past 64 bits is malformed, not saturated.
+    let (size, o1) = (end - start).addingReportingOverflow(1)
+    let (sum, o2) = total.addingReportingOverflow(size)
+    if o1 || o2 { return nil }
+    total = sum
   }
   return total
 }
