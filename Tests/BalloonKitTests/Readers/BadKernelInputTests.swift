@@ -406,9 +406,7 @@ struct BadKernelInputTests {
     let tree = try Fixtures.copy("virtio-6.18")
     chmod(tree.base.string, 0o755)
     chmod(tree.path("/proc/meminfo"), 0)
-    let result = try Self.runAsNobody([
-      Balloonctl.binaryForNobody(), "status", "--root", tree.base.string,
-    ])
+    let result = try Balloonctl.run(["status", "--root", tree.base.string], asNobody: true)
     #expect(result.status == 1, "\(result.stderr)")
     #expect(
       result.stderr.contains("\(tree.path("/proc/meminfo")): cannot read: Permission denied"),
@@ -556,35 +554,5 @@ struct BadKernelInputTests {
       guard truncate(file, 100_000_000) == 0 else { throw FixtureError("truncate", file) }
     default: break
     }
-  }
-
-  /// Runs `arguments` as uid/gid 65534 (nobody) through setpriv(1).
-  static func runAsNobody(_ arguments: [String]) throws -> CommandResult {
-    var out: [Int32] = [0, 0]
-    var err: [Int32] = [0, 0]
-    guard pipe(&out) == 0, pipe(&err) == 0 else { throw FixtureError("pipe", "") }
-    var actions = posix_spawn_file_actions_t()
-    posix_spawn_file_actions_init(&actions)
-    defer { posix_spawn_file_actions_destroy(&actions) }
-    posix_spawn_file_actions_adddup2(&actions, out[1], 1)
-    posix_spawn_file_actions_adddup2(&actions, err[1], 2)
-    posix_spawn_file_actions_addclose(&actions, out[0])
-    posix_spawn_file_actions_addclose(&actions, err[0])
-    let setpriv = "/usr/bin/setpriv"
-    let all = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups"] + arguments
-    let argv: [UnsafeMutablePointer<CChar>?] = all.map { strdup($0) } + [nil]
-    defer { argv.forEach { free($0) } }
-    let env: [UnsafeMutablePointer<CChar>?] = [strdup("PATH=/usr/sbin:/usr/bin:/sbin:/bin"), nil]
-    defer { env.forEach { free($0) } }
-    var pid: pid_t = 0
-    let spawned = posix_spawn(&pid, setpriv, &actions, nil, argv, env)
-    close(out[1])
-    close(err[1])
-    guard spawned == 0 else {
-      close(out[0])
-      close(err[0])
-      throw FixtureError("posix_spawn", setpriv)
-    }
-    return RunningCommand(pid: pid, stdout: out[0], stderr: err[0]).wait()
   }
 }

@@ -25,19 +25,34 @@ enum Balloonctl {
   }
 
   /// Starts the binary; its output is collected by `wait()` (keep it under a
-  /// pipe's 64 KiB, as the daemon's logs in a short test are).
-  static func start(_ arguments: [String]) throws -> RunningCommand {
+  /// pipe's 64 KiB, as the daemon's logs in a short test are) or by
+  /// `wait(timeoutSeconds:)`.
+  /// - Parameters:
+  ///   - asNobody: run as uid/gid 65534 through setpriv(1), for permission
+  ///     cases (root reads any file).
+  ///   - journalStream: set JOURNAL_STREAM to stderr's pipe, as systemd does
+  ///     when stderr is the journal.
+  static func start(_ arguments: [String], asNobody: Bool = false, journalStream: Bool = false)
+    throws -> RunningCommand
+  {
     var out: [Int32] = [0, 0]
     var err: [Int32] = [0, 0]
     guard pipe(&out) == 0, pipe(&err) == 0 else { throw FixtureError("pipe", "") }
+    // Close-on-exec, so children spawned by tests running in parallel do not
+    // hold these pipes open (dup2 onto 1 and 2 clears the flag for ours).
+    for fd in out + err { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
     var actions = posix_spawn_file_actions_t()
     posix_spawn_file_actions_init(&actions)
     defer { posix_spawn_file_actions_destroy(&actions) }
     posix_spawn_file_actions_adddup2(&actions, out[1], 1)
     posix_spawn_file_actions_adddup2(&actions, err[1], 2)
-    posix_spawn_file_actions_addclose(&actions, out[0])
-    posix_spawn_file_actions_addclose(&actions, err[0])
-    let argv: [UnsafeMutablePointer<CChar>?] = ([binary] + arguments).map { strdup($0) } + [nil]
+    let executable = asNobody ? "/usr/bin/setpriv" : binary
+    let command =
+      asNobody
+      ? ["--reuid=65534", "--regid=65534", "--clear-groups", try binaryForNobody()] + arguments
+      : arguments
+    let argv: [UnsafeMutablePointer<CChar>?] =
+      ([executable] + command).map { strdup($0) } + [nil]
     defer { argv.forEach { free($0) } }
     // A clean environment: no umockdev testbed, no LD_PRELOAD from the runner.
     // Only the sanitizer options pass (make test-asan/test-tsan), so a report in
@@ -45,20 +60,26 @@ enum Balloonctl {
     let sanitizerNames: [String] = [
       "ASAN_OPTIONS", "LSAN_OPTIONS", "TSAN_OPTIONS", "UBSAN_OPTIONS",
     ]
-    let sanitizerOptions = sanitizerNames.compactMap { name in
-      getenv(name).map { "\(name)=\(String(cString: $0))" }
+    var environment =
+      ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"]
+      + sanitizerNames.compactMap { name in
+        getenv(name).map { "\(name)=\(String(cString: $0))" }
+      }
+    if journalStream {
+      var info = stat()
+      guard fstat(err[1], &info) == 0 else { throw FixtureError("fstat", "pipe") }
+      environment.append("JOURNAL_STREAM=\(info.st_dev):\(info.st_ino)")
     }
-    let env: [UnsafeMutablePointer<CChar>?] =
-      (["PATH=/usr/sbin:/usr/bin:/sbin:/bin"] + sanitizerOptions).map { strdup($0) } + [nil]
+    let env: [UnsafeMutablePointer<CChar>?] = environment.map { strdup($0) } + [nil]
     defer { env.forEach { free($0) } }
     var pid: pid_t = 0
-    let spawned = posix_spawn(&pid, binary, &actions, nil, argv, env)
+    let spawned = posix_spawn(&pid, executable, &actions, nil, argv, env)
     close(out[1])
     close(err[1])
     guard spawned == 0 else {
       close(out[0])
       close(err[0])
-      throw FixtureError("posix_spawn", binary)
+      throw FixtureError("posix_spawn", executable)
     }
     return RunningCommand(pid: pid, stdout: out[0], stderr: err[0])
   }
@@ -78,8 +99,8 @@ enum Balloonctl {
 /// A started `balloonctl`: signal it, then wait for its exit and output.
 final class RunningCommand {
   let pid: pid_t
-  private let stdout: Int32
-  private let stderr: Int32
+  let stdout: Int32
+  let stderr: Int32
 
   init(pid: pid_t, stdout: Int32, stderr: Int32) {
     self.pid = pid

@@ -16,51 +16,19 @@ struct TimedResult {
 }
 
 extension Balloonctl {
-  /// - Parameter asNobody: run as uid/gid 65534 through setpriv(1), for
-  ///   permission cases (root reads any file).
-  /// - Parameter journalStream: set JOURNAL_STREAM to stderr's pipe, as
-  ///   systemd does when stderr is the journal.
   static func run(
     _ arguments: [String], asNobody: Bool = false, timeoutSeconds: Double = 20,
     journalStream: Bool = false
   ) throws -> TimedResult {
-    let command =
-      asNobody
-      ? ["--reuid=65534", "--regid=65534", "--clear-groups", try binaryForNobody()] + arguments
-      : arguments
-    let executable = asNobody ? "/usr/bin/setpriv" : binary
-    var out: [Int32] = [0, 0]
-    var err: [Int32] = [0, 0]
-    guard pipe(&out) == 0, pipe(&err) == 0 else { throw FixtureError("pipe", "") }
-    // Close-on-exec, so children spawned by tests running in parallel do not
-    // hold these pipes open (dup2 onto 1 and 2 clears the flag for ours).
-    for fd in out + err { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
-    var actions = posix_spawn_file_actions_t()
-    posix_spawn_file_actions_init(&actions)
-    defer { posix_spawn_file_actions_destroy(&actions) }
-    posix_spawn_file_actions_adddup2(&actions, out[1], 1)
-    posix_spawn_file_actions_adddup2(&actions, err[1], 2)
-    let argv: [UnsafeMutablePointer<CChar>?] =
-      ([executable] + command).map { strdup($0) } + [nil]
-    defer { argv.forEach { free($0) } }
-    var environment = ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"]
-    if journalStream {
-      var info = stat()
-      guard fstat(err[1], &info) == 0 else { throw FixtureError("fstat", "pipe") }
-      environment.append("JOURNAL_STREAM=\(info.st_dev):\(info.st_ino)")
-    }
-    let env: [UnsafeMutablePointer<CChar>?] = environment.map { strdup($0) } + [nil]
-    defer { env.forEach { free($0) } }
-    var pid: pid_t = 0
-    let spawned = posix_spawn(&pid, executable, &actions, nil, argv, env)
-    close(out[1])
-    close(err[1])
-    defer {
-      close(out[0])
-      close(err[0])
-    }
-    guard spawned == 0 else { throw FixtureError("posix_spawn", executable) }
+    try start(arguments, asNobody: asNobody, journalStream: journalStream)
+      .wait(timeoutSeconds: timeoutSeconds)
+  }
+}
 
+extension RunningCommand {
+  /// Collects the output until both pipes close or `timeoutSeconds` pass;
+  /// then kills the process and reports the run as timed out.
+  func wait(timeoutSeconds: Double) -> TimedResult {
     var collected: [[UInt8]] = [[], []]
     var open = [true, true]
     let deadline = Clock.boottime() + timeoutSeconds
@@ -73,8 +41,8 @@ extension Balloonctl {
         break
       }
       var fds = [
-        pollfd(fd: open[0] ? out[0] : -1, events: Int16(POLLIN), revents: 0),
-        pollfd(fd: open[1] ? err[0] : -1, events: Int16(POLLIN), revents: 0),
+        pollfd(fd: open[0] ? stdout : -1, events: Int16(POLLIN), revents: 0),
+        pollfd(fd: open[1] ? stderr : -1, events: Int16(POLLIN), revents: 0),
       ]
       let ready = poll(&fds, 2, Int32(min(left, 1) * 1000))
       if ready < 0 && errno != EINTR { break }
