@@ -64,6 +64,7 @@ class SystemConfig(GuestConfig):
     writable: bool = False          # False: snapshot=on, the image is never modified
     extra_disk: str = ""            # a raw tar on /dev/vdb (the .deb), read-only
     boot_timeout: float = 240.0     # QEMU start -> multi-user.target
+    smp: int = 2                    # vCPUs (multi-threaded TCG: one host thread each)
 
 
 class SystemGuest(Guest):
@@ -86,7 +87,7 @@ class SystemGuest(Guest):
             append += " " + c.append
         snap = "off" if c.writable else "on"
         argv = [
-            QEMU, "-accel", "tcg", "-machine", "pc", "-m", str(c.mem_mib), "-smp", "1",
+            QEMU, "-accel", "tcg", "-machine", "pc", "-m", str(c.mem_mib), "-smp", str(c.smp),
             "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
             "-kernel", self.kernel.vmlinuz, "-initrd", self.kernel.initrd, "-append", append,
             "-drive", f"file={c.rootfs},format=raw,if=virtio,snapshot={snap},cache=unsafe",
