@@ -213,7 +213,7 @@ def boot_install(img: SystemImage, logdir: str, work_img: str, debs_tar: str, de
     rc = os.system(f"cp --sparse=always {shlex.quote(img.rootfs)} {shlex.quote(work_img)}")
     if rc != 0:
         raise GuestError(f"cannot copy {img.rootfs} to {work_img}")
-    cfg = SystemConfig(rootfs=work_img, writable=True, extra_disk=debs_tar, balloon=False,
+    cfg = SystemConfig(rootfs=work_img, writable=True, extra_disk=debs_tar, balloon=False, smp=2,
                        deflate_on_oom=False, watchdog=float(opts.get("boot_watchdog_s", 900)))
     g = SystemGuest(img, cfg, os.path.join(logdir, "install"), "install")
     with g:
@@ -315,7 +315,7 @@ def hotplug_steps(g: SystemGuest, res: dict, p: Problems, opts: dict[str, Any]) 
 def boot_coldplug(img: SystemImage, logdir: str, disk: str, opts: dict[str, Any]) -> dict[str, dict]:
     out = {n: {"passed": False, "reason": "not run"} for n in ("coldplug", "exposure", "unprivileged")}
     out["lifecycle_systemctl"] = {"passed": False, "reason": "not run"}
-    cfg = SystemConfig(rootfs=disk, balloon=True, deflate_on_oom=False,
+    cfg = SystemConfig(rootfs=disk, balloon=True, deflate_on_oom=False, smp=2,
                        watchdog=float(opts.get("boot_watchdog_s", 900)))
     g = SystemGuest(img, cfg, os.path.join(logdir, "coldplug"), "coldplug")
     with g:
