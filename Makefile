@@ -1,9 +1,10 @@
 # balloonctl — build, run, test, prove.
 #
 #   make run     build, then show `balloonctl status` of this machine (read-only)
-#   make test    install test deps, build, run every unit, CLI and umockdev test
-#                and check `make install` into a temporary DESTDIR, then the
-#                whole suite again under ASan and under TSan
+#   make test    install test deps, build (failing on any warning in our code),
+#                run every unit, CLI and umockdev test and check `make install`
+#                into a temporary DESTDIR, then the whole suite again under
+#                ASan and under TSan
 #   make test-asan / test-tsan   only the run under one sanitizer
 #   make e2e     boot real guest kernels under QEMU and prove the daemon there
 #   make bench   footprint: CPU per idle second, cost per tick, memory
@@ -47,11 +48,13 @@ run: build
 # Every unit, CLI and umockdev test, then the install layout of the release
 # build. umockdev-backed suites need the preload; BALLOONCTL_REQUIRE_UMOCKDEV
 # turns "skipped for lack of umockdev" into a failure, so CI never skips them.
+# Both builds recompile this package's own targets and fail on any warning in
+# its code (scripts/build-warning-free.sh).
 test:
 	scripts/deps.sh test
-	$(SWIFT) build --build-tests
+	SWIFT=$(SWIFT) scripts/build-warning-free.sh debug
 	BALLOONCTL_REQUIRE_UMOCKDEV=1 umockdev-wrapper $(SWIFT) test --skip-build
-	$(MAKE) build
+	SWIFT=$(SWIFT) RELEASE_FLAGS='$(RELEASE_FLAGS)' scripts/build-warning-free.sh release
 	BALLOONCTL_BIN=$(RELEASE_BIN) scripts/test-install.sh
 	$(MAKE) test-asan
 	$(MAKE) test-tsan
