@@ -31,6 +31,10 @@ UDEVDIR    ?= $(if $(filter /usr,$(PREFIX)),/usr/lib/udev/rules.d,/etc/udev/rule
 # that are short of memory, and this saves ~3 MiB of resident code pages.
 RELEASE_FLAGS ?= -c release --static-swift-stdlib
 RELEASE_BIN = .build/release/balloonctl
+# `make install` strips the binary it installs (about 28 MiB with symbols);
+# the build's own copy keeps them. debian/rules sets INSTALL_STRIP= so that
+# dh_strip strips instead and moves the symbols to balloonctl-dbgsym.
+INSTALL_STRIP ?= -s
 
 .PHONY: all deps build run test test-asan test-tsan unit-test e2e bench fuzz deb deb-path install uninstall test-install format clean
 
@@ -113,7 +117,7 @@ deb-path:
 install:
 	@test -x '$(RELEASE_BIN)' || { echo "install: no $(RELEASE_BIN): build it first with 'make build' (as yourself, then sudo make install), or pass RELEASE_BIN=<binary>" >&2; exit 1; }
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(UDEVDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSCONFDIR)/default
-	install -m 0755 $(RELEASE_BIN) $(DESTDIR)$(BINDIR)/balloonctl
+	install $(INSTALL_STRIP) -m 0755 $(RELEASE_BIN) $(DESTDIR)$(BINDIR)/balloonctl
 	install -m 0644 udev/60-balloonctl.rules $(DESTDIR)$(UDEVDIR)/60-balloonctl.rules
 	sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' udev/balloonctl.service > $(DESTDIR)$(UNITDIR)/balloonctl.service.tmp
 	install -m 0644 $(DESTDIR)$(UNITDIR)/balloonctl.service.tmp $(DESTDIR)$(UNITDIR)/balloonctl.service
