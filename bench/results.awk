@@ -27,7 +27,7 @@ END {
 	for (k in v) if (k ~ /^(info|machine)\./) put(k, v[k])
 
 	# CPU windows.
-	split("earlyoom daemon floor same service hop thread sync", procs, " ")
+	split("earlyoom daemon floor same hop thread sync", procs, " ")
 	windows = 0
 	for (w = 1; ("w" w ".daemon.cpu_ns") in v; w++) windows = w
 	put("cpu.windows", windows)

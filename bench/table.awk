@@ -20,8 +20,8 @@ END {
 		g("daemon.vmrss_mib_end") " MiB, " g("earlyoom.vmrss_mib_end") " MiB", "reported", "-"
 	printf "\nalso: C floor daemon %s us/s (%sx earlyoom), the same reads as the daemon (meminfo each tick, vmstat every 10th) %s us/s (%sx);\n", \
 		g("floor.cpu_us_per_s"), g("floor.vs_earlyoom"), g("same.cpu_us_per_s"), g("same.vs_earlyoom")
-	printf "      loop models service %s, hop %s, thread %s, sync %s us/s;\n", \
-		g("service.cpu_us_per_s"), g("hop.cpu_us_per_s"), g("thread.cpu_us_per_s"), g("sync.cpu_us_per_s")
+	printf "      loop models hop %s, thread %s, sync %s us/s;\n", \
+		g("hop.cpu_us_per_s"), g("thread.cpu_us_per_s"), g("sync.cpu_us_per_s")
 	printf "      cold tick %s us vs cold C read %s us; callgrind %s vs %s instructions per tick, %s vs %s KiB of code\n", \
 		g("swift.cold_tick.cpu_us_median"), g("floor.cold.cpu_us_median"), g("profile.tick.instructions"), \
 		g("profile.floor.instructions"), g("profile.tick.code_kib"), g("profile.floor.code_kib")

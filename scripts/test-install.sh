@@ -71,6 +71,10 @@ else
 	bin=$repo/.build/release/balloonctl
 	[ -x "$bin" ] || die "make build did not produce $bin"
 fi
+# What make install must put in place: the binary, stripped as `install -s`
+# strips it (strip, no options).
+stripped=$tmp/balloonctl.stripped
+strip -o "$stripped" "$bin" || die "strip $bin failed"
 # -o build: the binary is already built; every install below only copies.
 install_cmd=(make --no-print-directory -o build install "RELEASE_BIN=$bin")
 uninstall_cmd=(make --no-print-directory uninstall)
@@ -299,8 +303,10 @@ expect_layout() {
 	local want
 	want=$(printf '%s\n' "$bindir/balloonctl" "$unitdir/balloonctl.service" "$udevdir/60-balloonctl.rules" /etc/default/balloonctl | LC_ALL=C sort)
 	check "installs exactly: $(echo $want)" test "$(files_below "$d")" = "$want"
-	check "binary $bindir/balloonctl is mode 0755 and the built one" \
-		eval "[ \"\$(mode_of '$d$bindir/balloonctl')\" = 755 ] && cmp -s '$bin' '$d$bindir/balloonctl'"
+	check "binary $bindir/balloonctl is mode 0755 and the built one, stripped" \
+		eval "[ \"\$(mode_of '$d$bindir/balloonctl')\" = 755 ] && cmp -s '$stripped' '$d$bindir/balloonctl'"
+	check "binary $bindir/balloonctl has no .debug_ or .symtab sections" \
+		eval "! readelf -S --wide '$d$bindir/balloonctl' | grep -qE '\.debug_|\.symtab'"
 	check "rule $udevdir/60-balloonctl.rules is mode 0644 and the source" \
 		eval "[ \"\$(mode_of '$d$udevdir/60-balloonctl.rules')\" = 644 ] && cmp -s udev/60-balloonctl.rules '$d$udevdir/60-balloonctl.rules'"
 	check "unit $unitdir/balloonctl.service is mode 0644" test "$(mode_of "$d$unitdir/balloonctl.service")" = 644

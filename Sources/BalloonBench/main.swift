@@ -17,16 +17,17 @@
 //       COUNT single ticks (or reads of both files), each after sleeping
 //       INTERVAL_MS in poll(), timed alone: what one costs an idle daemon,
 //       whose caches and TLBs have cooled down in the sleep (median, p90).
-//   balloonctl-bench loop    [-i INTERVAL_MS] service|hop|thread|sync
+//   balloonctl-bench loop    [-i INTERVAL_MS] hop|thread|sync
 //       Runs forever (until SIGTERM/SIGINT) the daemon's loop around the real
-//       Waiter and Controller, in one of four shapes, so bench/run can sample
-//       each one's CPU per idle second next to the daemon: service = the
-//       daemon's first loop (a ServiceLifecycle service in a ServiceGroup,
-//       its wait hopping to a serial DispatchQueue and back), hop = the same
-//       hop without ServiceLifecycle, thread = the Swift concurrency runtime
-//       up but wait + tick on one dedicated thread, sync = wait + tick on the
-//       main thread, no Dispatch, no tasks (the shape balloonctl run has now:
-//       DaemonLoop). The first three are kept as the measured evidence for it.
+//       Waiter and Controller, in one of three shapes, so bench/run can sample
+//       each one's CPU per idle second next to the daemon: hop = every wait
+//       hops to a serial DispatchQueue and back (the daemon's first loop, a
+//       swift-service-lifecycle service, did this), thread = the Swift
+//       concurrency runtime up but wait + tick on one dedicated thread, sync =
+//       wait + tick on the main thread, no Dispatch, no tasks (the shape
+//       balloonctl run has now: DaemonLoop). The first two are kept as the
+//       measured evidence for it; the service model itself was retired with
+//       the dependency (its last result: bench/BENCHMARKS.md.in).
 //
 // Timing: WARMUP untimed iterations, then BATCHES batches of PER_BATCH; each
 // batch is timed with CLOCK_MONOTONIC (wall) and CLOCK_THREAD_CPUTIME_ID
@@ -36,9 +37,7 @@
 import BalloonKit
 import Dispatch
 import Logging
-import ServiceLifecycle
 import SystemPackage
-import UnixSignals
 
 #if canImport(Glibc)
   import Glibc
@@ -65,7 +64,7 @@ func usage() -> Never {
            balloonctl-bench readers [-w WARMUP] [-b BATCHES] [-n PER_BATCH] meminfo|vmstat|both ...
            balloonctl-bench memory  [-w WARMUP] [-t TICKS] [-i INTERVAL_MS]
            balloonctl-bench cold    [-i INTERVAL_MS] [-b COUNT] tick|both
-           balloonctl-bench loop    [-i INTERVAL_MS] service|hop|thread|sync
+           balloonctl-bench loop    [-i INTERVAL_MS] hop|thread|sync
 
     """
   writeError(text)
@@ -343,8 +342,8 @@ final class LoopModel: @unchecked Sendable {
   let waiter: Waiter
   let interval: Int32
   var continuation: CheckedContinuation<Void, Never>?
-  /// A pipe standing in for the daemon's signalfd, so the service model's
-  /// graceful-shutdown handler can wake the wait.
+  /// A pipe standing in for the daemon's signalfd, so the wait polls the
+  /// same descriptors as the daemon's.
   private var wake: [Int32] = [-1, -1]
 
   init(_ options: Options) {
@@ -362,11 +361,6 @@ final class LoopModel: @unchecked Sendable {
     interval = options.intervalMilliseconds
   }
 
-  func interrupt() {
-    var byte: UInt8 = 1
-    _ = write(wake[1], &byte, 1)
-  }
-
   func wait() -> WakeReasons { waiter.wait(timeoutMilliseconds: interval) }
 
   func tick(after reasons: WakeReasons) {
@@ -378,51 +372,9 @@ final class LoopModel: @unchecked Sendable {
   }
 }
 
-/// The daemon's first loop (a ServiceLifecycle service, replaced by DaemonLoop),
-/// minus metrics and the exit policy: every wait hops to a serial DispatchQueue.
-final class ServiceModel: Service, @unchecked Sendable {
-  let model: LoopModel
-  private let queue = DispatchQueue(label: "balloonctl.wait")
-
-  init(_ model: LoopModel) { self.model = model }
-
-  func run() async throws {
-    await withGracefulShutdownHandler {
-      while !Task.isShuttingDownGracefully {
-        let reasons = await wait()
-        if reasons.contains(.interrupted) || Task.isShuttingDownGracefully { break }
-        model.tick(after: reasons)
-      }
-    } onGracefulShutdown: { [model] in
-      model.interrupt()
-    }
-  }
-
-  private func wait() async -> WakeReasons {
-    await withCheckedContinuation { continuation in
-      queue.async { [model] in continuation.resume(returning: model.wait()) }
-    }
-  }
-}
-
 func loop(_ options: Options) -> Never {
   let model = LoopModel(options)
   switch options.modes.first ?? "sync" {
-  case "service":
-    var logger = Logger(label: "balloonctl-bench")
-    logger.logLevel = .notice
-    let group = ServiceGroup(
-      configuration: ServiceGroupConfiguration(
-        services: [
-          .init(service: ServiceModel(model), successTerminationBehavior: .gracefullyShutdownGroup)
-        ],
-        gracefulShutdownSignals: [.sigterm, .sigint],
-        logger: logger))
-    Task.detached {
-      try? await group.run()
-      exit(0)
-    }
-    dispatchMain()
   case "sync":
     while true { model.tick(after: model.wait()) }
   case "hop":

@@ -1,5 +1,5 @@
 public import Logging
-public import SystemPackage
+import SystemPackage
 
 /// Enforce acts; report decides, logs and publishes, and changes nothing.
 public enum ControlMode: String, Sendable, CaseIterable {

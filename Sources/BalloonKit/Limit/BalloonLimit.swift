@@ -1,5 +1,5 @@
 /// What bounds the limit.
-public enum LimitBound: String, Sendable, Equatable, Codable {
+public enum LimitBound: String, Sendable, Equatable {
   /// `fraction × (guest − pinned)`.
   case fraction
   /// Guest swap: KB 340369 says the cap must not exceed the guest's swap.

@@ -1,5 +1,5 @@
 /// The balloon drivers balloonctl knows.
-public enum BalloonKind: String, Sendable, CaseIterable, Codable {
+public enum BalloonKind: String, Sendable, CaseIterable {
   case virtio, vmware, xen, hyperv
 }
 

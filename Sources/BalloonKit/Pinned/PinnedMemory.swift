@@ -1,7 +1,7 @@
 /// Guest memory the balloon can never take, split by why. Bytes.
 ///
 /// The contract (every tool and test agrees on exactly this; it deliberately
-/// counts less than the sketch in kernel-interfaces.md §5.5, e.g. no VmallocUsed):
+/// counts less than the sketch in docs/kernel-interfaces.md §5.5, e.g. no VmallocUsed):
 ///
 ///     locked      = max(Mlocked, Unevictable)
 ///     hugetlb     = Hugetlb  (all sizes; HugePages_Total × Hugepagesize before 4.16)

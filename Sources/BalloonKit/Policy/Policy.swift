@@ -41,7 +41,7 @@ public struct BalloonObservation: Sendable, Equatable {
 
 /// What to do about one balloon.
 public struct Decision: Sendable, Equatable {
-  public enum Action: String, Sendable, Equatable, Codable {
+  public enum Action: String, Sendable, Equatable {
     /// Nothing to do.
     case none
     /// Take the balloon away from the host: unbind virtio_balloon (full
@@ -181,7 +181,7 @@ public struct Decision: Sendable, Equatable {
 
 /// The daemon's memory of one balloon between ticks (and across restarts:
 /// it is persisted in the state file).
-public struct HoldState: Sendable, Equatable, Codable {
+public struct HoldState: Sendable, Equatable {
   /// We released this balloon and have not re-admitted it.
   public var held: Bool = false
   /// When the hold began (boot-time clock seconds, survives daemon restarts).

@@ -43,7 +43,7 @@ public enum BalloonReaders {
     "Hyper-V exposes no target (the host sends balloon requests)"
 
   /// vmw: debugfs `vmmemctl`; without it, `Balloon:` (≥ 6.15) for the
-  /// current size, which misses 2 MiB balloon pages (§1.6).
+  /// current size, which misses 2 MiB balloon pages (docs/kernel-interfaces.md §1.6).
   static func vmware(_ device: BalloonDevice, root: Root, meminfo: Meminfo) throws(SourceError)
     -> BalloonReading
   {

@@ -31,7 +31,7 @@ public struct HypervBalloonStats: Sendable, Equatable {
 }
 
 /// Source: drivers/hv/hv_balloon.c `hv_balloon_debug_show()`: every line is
-/// `"%-22s: …"` (kernel-interfaces.md §4). No target is exposed.
+/// `"%-22s: …"` (docs/kernel-interfaces.md §4). No target is exposed.
 public enum HypervBalloonReader {
   public static let path = "/sys/kernel/debug/hv-balloon"
 

@@ -1,6 +1,7 @@
 import SystemPackage
 
-/// virtio_balloon has no file of its own (no sysfs or debugfs size, §2.3):
+/// virtio_balloon has no file of its own (no sysfs or debugfs size,
+/// docs/kernel-interfaces.md §2.3):
 /// the current size comes from the generic balloon counters, the target
 /// only from the device's config space, through an optional probe.
 public enum VirtioBalloonReader {

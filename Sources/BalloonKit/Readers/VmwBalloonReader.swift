@@ -19,7 +19,7 @@ public struct VmwBalloonStats: Sendable, Equatable {
 }
 
 /// Source: drivers/misc/vmw_balloon.c `vmballoon_debug_show()`. Two layouts
-/// (kernel-interfaces.md §1.2):
+/// (docs/kernel-interfaces.md §1.2):
 ///
 ///     target:               262144 pages        ≤ 4.19 ("%8d pages")
 ///     target                :           262144  ≥ 4.20 ("%-22s: %16lu")

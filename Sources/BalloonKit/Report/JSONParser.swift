@@ -1,7 +1,10 @@
 /// Parses JSON into `JSONValue` (for the daemon's own state file, and tests).
-/// Strict RFC 8259; integers that fit stay exact, others become Double.
-/// A repeated key in an object is an error (which of the two counts would
-/// be a guess), and nesting is limited (no deep recursion).
+/// Strict RFC 8259: exactly its grammar, nothing more (no leading zeros, `+`,
+/// bare `.`, comments, trailing commas, BOM or unescaped control characters),
+/// and UTF-8 only, with surrogates paired. Integers that fit stay exact,
+/// others become Double; a number past Double's range is an error. A repeated
+/// key in an object is an error (which of the two counts would be a guess),
+/// and nesting is limited to 64 arrays or objects (no deep recursion).
 public struct JSONParser {
   public struct Failure: Error, Sendable, Equatable, CustomStringConvertible {
     public var offset: Int
@@ -132,21 +135,23 @@ public struct JSONParser {
     index += 1
     var scalars = String.UnicodeScalarView()
     var raw: [UInt8] = []
-    func flush() {
-      if !raw.isEmpty {
-        scalars.append(contentsOf: String(decoding: raw, as: UTF8.self).unicodeScalars)
-        raw.removeAll()
-      }
+    // Invalid UTF-8 is an error, not U+FFFD: the text must round-trip.
+    func flush() -> Bool {
+      guard !raw.isEmpty else { return true }
+      guard let text = String(validating: raw, as: UTF8.self) else { return false }
+      scalars.append(contentsOf: text.unicodeScalars)
+      raw.removeAll()
+      return true
     }
     while index < bytes.count {
       let byte = bytes[index]
       index += 1
       switch byte {
       case UInt8(ascii: "\""):
-        flush()
+        guard flush() else { throw fail("invalid UTF-8 in string") }
         return String(scalars)
       case UInt8(ascii: "\\"):
-        flush()
+        guard flush() else { throw fail("invalid UTF-8 in string") }
         guard index < bytes.count else { throw fail("unexpected end in string") }
         let escape = bytes[index]
         index += 1
@@ -162,12 +167,19 @@ public struct JSONParser {
         case UInt8(ascii: "u"):
           var code = try hex4()
           if (0xD800..<0xDC00).contains(code) {
-            try literal("\\u")
+            guard index + 2 <= bytes.count, bytes[index] == UInt8(ascii: "\\"),
+              bytes[index + 1] == UInt8(ascii: "u")
+            else { throw fail("lone surrogate in \\u escape") }
+            index += 2
             let low = try hex4()
-            guard (0xDC00..<0xE000).contains(low) else { throw fail("bad surrogate pair") }
+            guard (0xDC00..<0xE000).contains(low) else {
+              throw fail("lone surrogate in \\u escape")
+            }
             code = 0x10000 + ((code - 0xD800) << 10) + (low - 0xDC00)
           }
-          guard let scalar = Unicode.Scalar(code) else { throw fail("bad \\u escape") }
+          guard let scalar = Unicode.Scalar(code) else {
+            throw fail("lone surrogate in \\u escape")
+          }
           scalars.append(scalar)
         default: throw fail("bad escape")
         }
@@ -184,39 +196,70 @@ public struct JSONParser {
     return quoted.count <= 40 ? quoted : String(quoted.prefix(40)) + "…"
   }
 
+  /// Exactly four hex digits (not `UInt32(_:radix:)`, which takes a sign).
   private mutating func hex4() throws(Failure) -> UInt32 {
-    guard index + 4 <= bytes.count,
-      let code = UInt32(String(decoding: bytes[index..<index + 4], as: UTF8.self), radix: 16)
-    else { throw fail("bad \\u escape") }
-    index += 4
+    var code: UInt32 = 0
+    for _ in 0..<4 {
+      guard index < bytes.count else { throw fail("bad \\u escape") }
+      let byte = bytes[index]
+      let digit: UInt8
+      switch byte {
+      case UInt8(ascii: "0")...UInt8(ascii: "9"): digit = byte - UInt8(ascii: "0")
+      case UInt8(ascii: "a")...UInt8(ascii: "f"): digit = byte - UInt8(ascii: "a") + 10
+      case UInt8(ascii: "A")...UInt8(ascii: "F"): digit = byte - UInt8(ascii: "A") + 10
+      default: throw fail("bad \\u escape")
+      }
+      code = code << 4 | UInt32(digit)
+      index += 1
+    }
     return code
   }
 
+  private func isDigit(at offset: Int) -> Bool {
+    offset < bytes.count && bytes[offset] >= UInt8(ascii: "0") && bytes[offset] <= UInt8(ascii: "9")
+  }
+
+  private mutating func skipDigits() {
+    while isDigit(at: index) { index += 1 }
+  }
+
+  /// RFC 8259 §6: `[ "-" ] ( "0" / 1-9 *DIGIT ) [ "." 1*DIGIT ] [ ( "e" / "E" ) [ "+" / "-" ] 1*DIGIT ]`.
   private mutating func number() throws(Failure) -> JSONValue {
     let start = index
     if index < bytes.count, bytes[index] == UInt8(ascii: "-") { index += 1 }
+    guard isDigit(at: index) else {
+      throw fail(index == start ? "unexpected character" : "expected a digit after -")
+    }
+    if bytes[index] == UInt8(ascii: "0") {
+      index += 1
+      if isDigit(at: index) { throw fail("leading zero in number") }
+    } else {
+      skipDigits()
+    }
     var isInteger = true
-    while index < bytes.count {
-      let byte = bytes[index]
-      if byte >= 0x30 && byte <= 0x39 {
-        index += 1
-      } else if byte == UInt8(ascii: ".") || byte == UInt8(ascii: "e") || byte == UInt8(ascii: "E")
-        || byte == UInt8(ascii: "+") || (byte == UInt8(ascii: "-") && index > start)
+    if index < bytes.count, bytes[index] == UInt8(ascii: ".") {
+      isInteger = false
+      index += 1
+      guard isDigit(at: index) else { throw fail("expected a digit after .") }
+      skipDigits()
+    }
+    if index < bytes.count, bytes[index] == UInt8(ascii: "e") || bytes[index] == UInt8(ascii: "E") {
+      isInteger = false
+      index += 1
+      if index < bytes.count, bytes[index] == UInt8(ascii: "+") || bytes[index] == UInt8(ascii: "-")
       {
-        isInteger = false
         index += 1
-      } else {
-        break
       }
+      guard isDigit(at: index) else { throw fail("expected a digit in the exponent") }
+      skipDigits()
     }
     let text = String(decoding: bytes[start..<index], as: UTF8.self)
-    guard !text.isEmpty, text != "-" else { throw fail("unexpected character") }
     if isInteger {
       if let value = UInt64(text) { return .integer(value) }
       if let value = Int64(text) { return .signed(value) }
     }
     guard let value = Double(text), value.isFinite else {
-      throw fail("bad number \(JSONParser.shown(text))")
+      throw Failure(offset: start, message: "number out of range \(JSONParser.shown(text))")
     }
     return .number(value)
   }

@@ -223,7 +223,7 @@ struct VirtioPCILayout {
     return bytes
   }
 
-  /// QEMU's virtio-balloon-pci (qemu-guest-testing.md §6.2): vendor
+  /// QEMU's virtio-balloon-pci (docs/kernel-interfaces.md §2.6 item 5): vendor
   /// capabilities at 0x84 (PCI_CFG), 0x70 (notify, BAR4+0x3000), 0x60 (device,
   /// BAR4+0x2000, 0x1000 bytes), 0x50 (ISR, BAR4+0x1000), 0x40 (common,
   /// BAR4+0); BAR4 is a 64-bit memory BAR of 16 KiB. `transitional` is the
@@ -248,8 +248,8 @@ struct VirtioPCILayout {
       windowCap: 0x84)
   }
 
-  /// The development machine's balloon (kernel-interfaces.md §2.6 item 4,
-  /// qemu-guest-testing.md §6.4): 1af4:1045, list from 0x40 (common at
+  /// The development machine's balloon (docs/kernel-interfaces.md §2.6 item
+  /// 4): 1af4:1045, list from 0x40 (common at
   /// BAR0+0, 0x38 bytes), ISR at BAR0+0x2000, DEVICE at BAR0+0x4000 (0x1000
   /// bytes), NOTIFY at BAR0+0x6000, PCI_CFG at 0x84, MSI-X at 0x98. The
   /// positions of ISR, DEVICE and NOTIFY were not recorded; 0x50, 0x60 and 0x70
