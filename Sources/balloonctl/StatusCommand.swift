@@ -1,5 +1,6 @@
 import ArgumentParser
 import BalloonKit
+import SystemPackage
 
 #if canImport(Glibc)
   import Glibc
@@ -45,7 +46,7 @@ struct StatusCommand: ParsableCommand {
   @Option(
     help: ArgumentHelp(
       "Where balloonctl run keeps its state (below --root when given).", valueName: "dir"))
-  var stateDir: String = "/run/balloonctl"
+  var stateDir: String = StateStore.defaultDirectory.string
 
   func validate() throws {
     if let processes, processes < 1 {
@@ -66,16 +67,18 @@ struct StatusCommand: ParsableCommand {
     } catch {
       daemonProblem = error
     }
+    // The hold's threshold is the daemon's: its fraction and margin, not ours.
+    let daemonLimit = daemon?.limit(from: snapshot.limit).bytes
     if json {
       var members = SnapshotJSON.members(snapshot, processes: processes)
-      members.append(("daemon", daemon?.json() ?? .null))
+      members.append(("daemon", daemon?.json(limitBytes: daemonLimit) ?? .null))
       if let daemonProblem { members.append(("daemon_error", .string("\(daemonProblem)"))) }
       print(JSONValue.object(members).rendered())
     } else {
       var text = StatusText(snapshot: snapshot, processes: processes, color: isatty(1) == 1)
         .render()
       if let daemon {
-        text += "\n\n" + daemon.lines(limitBytes: snapshot.limit.bytes).joined(separator: "\n")
+        text += "\n\n" + daemon.lines(limitBytes: daemonLimit).joined(separator: "\n")
       } else if let daemonProblem {
         text += "\n\nDaemon state: \(daemonProblem)"
       } else {
