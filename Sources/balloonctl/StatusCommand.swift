@@ -19,9 +19,15 @@ struct StatusCommand: ParsableCommand {
       "unknown" comes with the reason. The limit is floor(fraction × (guest − pinned)), \
       capped at guest swap when swap is smaller (see `balloonctl limit --explain`).
 
+      When `balloonctl run` keeps a state (<state-dir>/state.json), the daemon's part \
+      comes from it alone: whether it runs, the settings it runs with, and per balloon \
+      the hold, with the target it re-admits at computed from the daemon's own fraction \
+      and margin (not --fraction).
+
       Examples:
         balloonctl status
         balloonctl status --json | jq .limit.maxmemctl_mb
+        balloonctl status --json | jq .daemon.settings
         balloonctl status --processes 5
         balloonctl status --probe-target      (virtio: also read the host's target)
         balloonctl status --root ./snapshot   (a copied /proc + /sys tree)

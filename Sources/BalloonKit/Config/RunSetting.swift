@@ -23,7 +23,8 @@ public enum RunSetting {
     name: "margin", flag: "margin", key: "BALLOONCTL_MARGIN", valueName: "m",
     help: "Re-admit when the target is at or below limit × (1 − margin), \(text(marginRange)).",
     expected: "re-admit margin, \(text(marginRange))", rule: "must be \(text(marginRange))",
-    default: 0.05, field: \.margin, parse: decimal, isValid: { marginRange.contains($0) },
+    default: PolicyConfig.default.margin, field: \.margin, parse: decimal,
+    isValid: { marginRange.contains($0) },
     describe: text)
 
   public static let fraction = Setting<Double, Double>(
