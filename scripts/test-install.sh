@@ -287,8 +287,8 @@ check "Hyper-V balloon class GUID is lower-case, in braces (sysfs class_id)" \
 # --- the example settings -------------------------------------------------------
 section "example settings (udev/balloonctl.default)"
 example=udev/balloonctl.default
-keys=$(sed -n 's/^ *("\(BALLOONCTL_[A-Z_]*\)".*/\1/p' Sources/BalloonKit/Config/RunSettings.swift)
-[ -n "$keys" ] || die "no BALLOONCTL_ keys found in RunSettings.swift"
+keys=$(sed -n 's/.*key: "\(BALLOONCTL_[A-Z_]*\)".*/\1/p' Sources/BalloonKit/Config/RunSetting.swift)
+[ -n "$keys" ] || die "no BALLOONCTL_ keys found in RunSetting.swift"
 for key in $keys; do
 	count=$(grep -c "^#\{0,1\}$key=" "$example" || true)
 	check "$key documented once (found $count)" test "$count" = 1

@@ -21,14 +21,11 @@ struct GlobalOptions: ParsableArguments {
     completion: .directory)
   var root: String = "/"
 
-  @Option(
-    help:
-      "Lowest log level written to stderr (trace, debug, info, notice, warning, error, critical). (default: notice)"
-  )
+  @Option(name: .customLong(RunSetting.logLevel.flag), help: RunSetting.logLevel.argumentHelp)
   var logLevel: Logger.Level?
 
-  /// The level to log at: --log-level, else notice.
-  var level: Logger.Level { logLevel ?? .notice }
+  /// The level to log at: --log-level, else the declared default.
+  var level: Logger.Level { logLevel ?? RunConfiguration.defaults.logLevel }
 
   func validate() throws {
     guard root.hasPrefix("/") || !root.isEmpty else {
@@ -44,6 +41,28 @@ struct GlobalOptions: ParsableArguments {
     var path = FilePath(root)
     if path.isRelative, let cwd = currentDirectory() { path = cwd.pushing(path) }
     return Root.snapshot(path)
+  }
+}
+
+extension Setting {
+  /// The declaration's help, with its default, for ArgumentParser.
+  var argumentHelp: ArgumentHelp {
+    ArgumentHelp("\(help) (default: \(defaultText))", valueName: valueName)
+  }
+}
+
+extension RunSetting {
+  /// The settings as a table for `run --help`: flag, settings-file key, default.
+  static var table: String {
+    let flags = all.map { "--\($0.flag)" }
+    let flagWidth = flags.map(\.count).max() ?? 0
+    let keyWidth = all.map(\.key.count).max() ?? 0
+    func padded(_ text: String, _ width: Int) -> String {
+      text + String(repeating: " ", count: max(0, width - text.count))
+    }
+    return zip(flags, all).map { flag, setting in
+      "  " + padded(flag, flagWidth + 2) + padded(setting.key, keyWidth + 2) + setting.defaultText
+    }.joined(separator: "\n")
   }
 }
 

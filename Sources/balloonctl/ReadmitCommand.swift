@@ -33,12 +33,9 @@ struct ReadmitCommand: ParsableCommand {
   @Option(
     help: ArgumentHelp("Where the daemon's lock and state.json live.", valueName: "dir"),
     completion: .directory)
-  var stateDir: String = "/run/balloonctl"
+  var stateDir: String = StateStore.defaultDirectory.string
 
-  @Option(
-    help:
-      "Lowest log level written to stderr (trace, debug, info, notice, warning, error, critical). (default: notice)"
-  )
+  @Option(name: .customLong(RunSetting.logLevel.flag), help: RunSetting.logLevel.argumentHelp)
   var logLevel: Logger.Level?
 
   struct Failed: Error, CustomStringConvertible {
@@ -49,7 +46,7 @@ struct ReadmitCommand: ParsableCommand {
   }
 
   func run() throws {
-    let logger = LogSetup.logger(level: logLevel ?? .notice)
+    let logger = LogSetup.logger(level: logLevel ?? RunConfiguration.defaults.logLevel)
     let store = StateStore(directory: FilePath(stateDir))
     // No state file: no daemon ever held anything here. Create nothing.
     guard SystemFile.exists(store.file) else {

@@ -29,10 +29,14 @@ struct RunCommand: ParsableCommand {
       re-admits when the target is at or below limit × (1 − margin), or, with the target \
       unknown, after a back-off (30 s, doubling to 10 min while it keeps crossing).
 
-      Settings come from --config (default /etc/default/balloonctl when it exists; see \
+      Settings come from --config (default \(RunSettings.defaultPath) when it exists; see \
       the example there); flags win. Without a mode anywhere it only reports. One instance \
       at a time (a lock in --state-dir); the hold is saved to <state-dir>/state.json on \
-      every change and resumed after a restart or crash.
+      every change, with the settings in force (shown by `balloonctl status`), and resumed \
+      after a restart or crash.
+
+      Settings (flag, settings-file key, default):
+      \(RunSetting.table)
 
       Examples:
         balloonctl run --mode report                  watch and log what it would do
@@ -47,67 +51,49 @@ struct RunCommand: ParsableCommand {
 
   @OptionGroup var global: GlobalOptions
 
-  @Option(
-    help:
-      "enforce: pull levers. report: log and publish what it would do, change nothing. (default: report, or BALLOONCTL_MODE)"
-  )
+  // Each setting's flag, help and default come from its declaration
+  // (BalloonKit's RunSetting.swift); the settings file reads the same ones.
+  @Option(name: .customLong(RunSetting.mode.flag), help: RunSetting.mode.argumentHelp)
   var mode: ControlMode?
 
-  @Option(
-    help: ArgumentHelp("Seconds between ticks, 0.1 to 60. (default: 1)", valueName: "seconds"))
+  @Option(name: .customLong(RunSetting.interval.flag), help: RunSetting.interval.argumentHelp)
   var interval: Double?
 
-  @Option(
-    help: ArgumentHelp(
-      "Re-admit when the target is at or below limit × (1 − margin), 0 to 0.5. (default: 0.05)",
-      valueName: "m"))
+  @Option(name: .customLong(RunSetting.margin.flag), help: RunSetting.margin.argumentHelp)
   var margin: Double?
 
-  @Option(
-    help: ArgumentHelp(
-      "Share of guest − pinned the balloon may take, 0 < f ≤ 1. (default: 0.65)", valueName: "f"))
+  @Option(name: .customLong(RunSetting.fraction.flag), help: RunSetting.fraction.argumentHelp)
   var fraction: Double?
 
   @Flag(
-    inversion: .prefixedNo,
-    help: ArgumentHelp(
-      "Read the virtio target from the device's PCI config window (writes its window registers).",
-      discussion:
-        "Default: on in enforce mode (the preventive hold needs the target), off in report mode."))
+    name: .customLong(RunSetting.probeTarget.flag), inversion: .prefixedNo,
+    help: RunSetting.probeTarget.argumentHelp)
   var probeTarget: Bool?
 
-  @Option(
-    help: ArgumentHelp(
-      "Levers that may be pulled: comma-separated virtio, vmware, xen, or none. (default: all)",
-      valueName: "list"))
+  @Option(name: .customLong(RunSetting.levers.flag), help: RunSetting.levers.argumentHelp)
   var levers: String?
 
   @Flag(
-    inversion: .prefixedNo,
-    help: "Reload vmw_balloon with vmwballoon_shrinker_enable=1 when re-admitting. (default: no)")
+    name: .customLong(RunSetting.vmwShrinker.flag), inversion: .prefixedNo,
+    help: RunSetting.vmwShrinker.argumentHelp)
   var vmwShrinker: Bool?
 
-  @Option(
-    help:
-      "What to do with a held balloon on SIGTERM/SIGINT: hold (keep it released; the next run resumes) or readmit. (default: hold)"
-  )
+  @Option(name: .customLong(RunSetting.onExit.flag), help: RunSetting.onExit.argumentHelp)
   var onExit: ExitPolicy?
 
   @Option(
     help: ArgumentHelp(
-      "Settings file (KEY=VALUE lines). (default: /etc/default/balloonctl if it exists)",
+      "Settings file (KEY=VALUE lines). (default: \(RunSettings.defaultPath) if it exists)",
       valueName: "file"), completion: .file())
   var config: String?
 
   @Option(
     help: ArgumentHelp("Where the lock and state.json live.", valueName: "dir"),
     completion: .directory)
-  var stateDir: String = "/run/balloonctl"
+  var stateDir: String = StateStore.defaultDirectory.string
 
   @Option(
-    help: ArgumentHelp(
-      "Also write Prometheus metrics to <file> (node_exporter textfile collector) on every change. Not with --root (a snapshot run writes nothing).",
-      valueName: "file"))
+    name: .customLong(RunSetting.metricsFile.flag), help: RunSetting.metricsFile.argumentHelp)
   var metricsFile: String?
 
   @Flag(help: "Run one tick, print it and exit.")
@@ -116,34 +102,43 @@ struct RunCommand: ParsableCommand {
   @Flag(help: "With --once: print JSON (the reading, the limit and the decision).")
   var json = false
 
+  /// What the command line set, read as the settings file is.
+  func flags() throws(SettingError) -> RunSettings {
+    var flags = RunSettings()
+    flags.mode = mode
+    flags.intervalSeconds = interval
+    flags.margin = margin
+    flags.fraction = fraction
+    flags.probeTarget = probeTarget
+    flags.levers = try levers.map { text throws(SettingError) in
+      try RunSetting.levers.flagValue(text)
+    }
+    flags.vmwShrinker = vmwShrinker
+    flags.logLevel = global.logLevel?.rawValue
+    flags.onExit = onExit
+    flags.metricsFile = metricsFile
+    return flags
+  }
+
   func validate() throws {
-    if let interval, !RunSettings.intervalRange.contains(interval) {
-      throw ValidationError("--interval must be 0.1 to 60 seconds, got \(interval)")
-    }
-    if let margin, !RunSettings.marginRange.contains(margin) {
-      throw ValidationError("--margin must be 0 to 0.5, got \(margin)")
-    }
-    if let fraction, !BalloonLimit.isValid(fraction: fraction) {
-      throw ValidationError("--fraction must be above 0 and at most 1, got \(fraction)")
-    }
-    if let levers, RunSettings.parseLevers(levers) == nil {
-      throw ValidationError(
-        "--levers takes virtio, vmware, xen separated by commas, or none; got \"\(levers)\"")
+    do {
+      if let problem = RunConfiguration.problem(in: try flags()) {
+        throw ValidationError(problem)
+      }
+    } catch let error as SettingError {
+      throw ValidationError(error.message)
     }
     if json && !once { throw ValidationError("--json goes with --once") }
-    if let metricsFile, !metricsFile.hasPrefix("/") {
-      throw ValidationError("--metrics-file needs an absolute path")
-    }
   }
 
   /// Flags, then the settings file, then the defaults.
-  func resolved(root: Root) throws -> Resolved {
-    var settings = RunSettings()
+  func configuration(root: Root) throws -> RunConfiguration {
+    var file = RunSettings()
     let configPath = config ?? (root.isLive ? RunSettings.defaultPath : nil)
     if let configPath, config != nil || SystemFile.exists(FilePath(configPath)) {
       // A settings error is not a command-line error: one line, no usage text.
       do {
-        settings = try RunSettings.load(FilePath(configPath))
+        file = try RunSettings.load(FilePath(configPath))
       } catch {
         throw OneLineError(settings: error)
       }
@@ -156,49 +151,22 @@ struct RunCommand: ParsableCommand {
       throw OneLineError.invalid(
         "--metrics-file cannot be used with --root \(root) (a snapshot run writes nothing)")
     }
-    let mode = self.mode ?? settings.mode ?? .report
-    if mode == .enforce && !root.isLive {
+    var configuration = RunConfiguration(flags: try flags(), file: file)
+    if configuration.mode == .enforce && !root.isLive {
       throw ValidationError(
         "enforce mode acts on the live system; --root \(root) is a snapshot, so only --mode report is allowed"
       )
     }
-    let probe = probeTarget ?? settings.probeTarget ?? (mode == .enforce)
-    if probe && !root.isLive {
+    if configuration.probeTarget && !root.isLive {
       throw ValidationError("--probe-target needs a live device; it cannot be used with --root")
     }
-    let level =
-      global.logLevel ?? settings.logLevel.flatMap(Logger.Level.init(rawValue:)) ?? .notice
-    return Resolved(
-      mode: mode,
-      interval: interval ?? settings.intervalSeconds ?? 1,
-      margin: margin ?? settings.margin ?? PolicyConfig.default.margin,
-      fraction: fraction ?? settings.fraction ?? BalloonLimit.defaultFraction,
-      probe: probe,
-      levers: levers.flatMap(RunSettings.parseLevers) ?? settings.levers ?? [
-        .virtio, .vmware, .xen,
-      ],
-      vmwShrinker: vmwShrinker ?? settings.vmwShrinker ?? false,
-      onExit: onExit ?? settings.onExit ?? .hold,
-      metricsFile: root.isLive ? metricsFile ?? settings.metricsFile : nil,
-      logLevel: level)
-  }
-
-  struct Resolved {
-    var mode: ControlMode
-    var interval: Double
-    var margin: Double
-    var fraction: Double
-    var probe: Bool
-    var levers: Set<BalloonKind>
-    var vmwShrinker: Bool
-    var onExit: ExitPolicy
-    var metricsFile: String?
-    var logLevel: Logger.Level
+    if !root.isLive { configuration.metricsFile = nil }
+    return configuration
   }
 
   func run() throws {
     let root = global.fileSystemRoot
-    let settings = try resolved(root: root)
+    let settings = try configuration(root: root)
     let logger = LogSetup.logger(level: settings.logLevel)
 
     // --once on a snapshot writes nothing anywhere; everything else keeps state.
@@ -220,14 +188,11 @@ struct RunCommand: ParsableCommand {
 
     let controller = Controller(
       root: root,
-      config: ControllerConfig(
-        mode: settings.mode, fraction: settings.fraction,
-        policy: PolicyConfig(margin: settings.margin),
-        intervalSeconds: settings.interval),
+      config: settings.controller,
       actuators: settings.mode == .enforce
         ? Actuators(root: root, vmwShrinker: settings.vmwShrinker, enabledLevers: settings.levers)
         : nil,
-      probe: settings.probe ? VirtioPCIWindowProbe(root: root) : nil,
+      probe: settings.probeTarget ? VirtioPCIWindowProbe(root: root) : nil,
       store: once && settings.mode == .report ? nil : store,
       previous: previous, pid: getpid(), logger: logger)
     let metrics = settings.metricsFile.map { MetricsFile(path: FilePath($0)) }
@@ -283,9 +248,9 @@ struct RunCommand: ParsableCommand {
     logger.notice(
       "balloonctl run started",
       metadata: [
-        "mode": "\(settings.mode.rawValue)", "interval_s": "\(settings.interval)",
+        "mode": "\(settings.mode.rawValue)", "interval_s": "\(settings.intervalSeconds)",
         "margin": "\(settings.margin)", "fraction": "\(settings.fraction)",
-        "probe_target": "\(settings.probe)",
+        "probe_target": "\(settings.probeTarget)",
         "levers": "\(settings.levers.map(\.rawValue).sorted())",
         "on_exit": "\(settings.onExit.rawValue)",
         "udev": "\(monitor.map { "\($0.source)" } ?? "none")",
@@ -306,7 +271,7 @@ struct RunCommand: ParsableCommand {
 
     try DaemonLoop(
       controller: controller, waiter: waiter, monitor: monitor, signals: signals, metrics: metrics,
-      intervalSeconds: settings.interval, onExit: settings.onExit, logger: logger
+      intervalSeconds: settings.intervalSeconds, onExit: settings.onExit, logger: logger
     ).run()
     _ = lock
   }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import BalloonKit
+import SystemPackage
 
 #if canImport(Glibc)
   import Glibc
@@ -18,9 +19,15 @@ struct StatusCommand: ParsableCommand {
       "unknown" comes with the reason. The limit is floor(fraction × (guest − pinned)), \
       capped at guest swap when swap is smaller (see `balloonctl limit --explain`).
 
+      When `balloonctl run` keeps a state (<state-dir>/state.json), the daemon's part \
+      comes from it alone: whether it runs, the settings it runs with, and per balloon \
+      the hold, with the target it re-admits at computed from the daemon's own fraction \
+      and margin (not --fraction).
+
       Examples:
         balloonctl status
         balloonctl status --json | jq .limit.maxmemctl_mb
+        balloonctl status --json | jq .daemon.settings
         balloonctl status --processes 5
         balloonctl status --probe-target      (virtio: also read the host's target)
         balloonctl status --root ./snapshot   (a copied /proc + /sys tree)
@@ -45,7 +52,7 @@ struct StatusCommand: ParsableCommand {
   @Option(
     help: ArgumentHelp(
       "Where balloonctl run keeps its state (below --root when given).", valueName: "dir"))
-  var stateDir: String = "/run/balloonctl"
+  var stateDir: String = StateStore.defaultDirectory.string
 
   func validate() throws {
     if let processes, processes < 1 {
@@ -66,16 +73,18 @@ struct StatusCommand: ParsableCommand {
     } catch {
       daemonProblem = error
     }
+    // The hold's threshold is the daemon's: its fraction and margin, not ours.
+    let daemonLimit = daemon?.limit(from: snapshot.limit).bytes
     if json {
       var members = SnapshotJSON.members(snapshot, processes: processes)
-      members.append(("daemon", daemon?.json() ?? .null))
+      members.append(("daemon", daemon?.json(limitBytes: daemonLimit) ?? .null))
       if let daemonProblem { members.append(("daemon_error", .string("\(daemonProblem)"))) }
       print(JSONValue.object(members).rendered())
     } else {
       var text = StatusText(snapshot: snapshot, processes: processes, color: isatty(1) == 1)
         .render()
       if let daemon {
-        text += "\n\n" + daemon.lines(limitBytes: snapshot.limit.bytes).joined(separator: "\n")
+        text += "\n\n" + daemon.lines(limitBytes: daemonLimit).joined(separator: "\n")
       } else if let daemonProblem {
         text += "\n\nDaemon state: \(daemonProblem)"
       } else {

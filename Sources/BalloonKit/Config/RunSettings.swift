@@ -22,22 +22,12 @@ public struct RunSettings: Sendable, Equatable {
 
   public static let defaultPath = "/etc/default/balloonctl"
 
-  public static let intervalRange = 0.1...60.0
-  public static let marginRange = 0.0...0.5
+  /// The ranges of the numeric settings (RunSetting.swift declares them).
+  public static let intervalRange = RunSetting.intervalRange
+  public static let marginRange = RunSetting.marginRange
 
   /// The keys, with what each takes (also the error text for a bad value).
-  public static let keys: [(String, String)] = [
-    ("BALLOONCTL_MODE", "enforce or report"),
-    ("BALLOONCTL_INTERVAL", "seconds between ticks, 0.1 to 60"),
-    ("BALLOONCTL_MARGIN", "re-admit margin, 0 to 0.5"),
-    ("BALLOONCTL_FRACTION", "limit fraction, above 0 and at most 1"),
-    ("BALLOONCTL_PROBE_TARGET", "yes or no"),
-    ("BALLOONCTL_VMW_SHRINKER", "yes or no"),
-    ("BALLOONCTL_LEVERS", "comma-separated virtio, vmware, xen (or none)"),
-    ("BALLOONCTL_LOG_LEVEL", "trace, debug, info, notice, warning, error or critical"),
-    ("BALLOONCTL_ON_EXIT", "hold or readmit"),
-    ("BALLOONCTL_METRICS_FILE", "an absolute path for the Prometheus textfile"),
-  ]
+  public static var keys: [(String, String)] { RunSetting.keys }
 
   /// Reads and parses the file, which must be a regular file: opening a FIFO
   /// put there would block the start for good.
@@ -88,84 +78,21 @@ public struct RunSettings: Sendable, Equatable {
       if content.isEmpty { continue }
       let line = SettingsLine(number: number, path: path)
       if case (let key, let value)? = try line.assignment(content) {
-        guard let expected = keys.first(where: { $0.0 == key })?.1 else {
-          let known = keys.map(\.0).joined(separator: ", ")
+        guard let setting = RunSetting.all.first(where: { $0.key == key }) else {
+          let known = RunSetting.all.map(\.key).joined(separator: ", ")
           throw line.error("unknown setting \(key) (known: \(known))")
         }
         if let first = firstSet[key] {
           throw line.error("\(key) is set again (first set on line \(first))")
         }
         firstSet[key] = number
-        try settings.apply(key, value, expected: expected, line: line)
+        guard setting.apply(value, to: &settings) else {
+          throw line.error(
+            "\(key)=\"\(SettingsLine.escaped(value))\": expected \(setting.expected)")
+        }
       }
     }
     return settings
-  }
-
-  private mutating func apply(
-    _ key: String, _ value: String, expected: String, line: SettingsLine
-  ) throws(SourceError) {
-    let bad = line.error("\(key)=\"\(SettingsLine.escaped(value))\": expected \(expected)")
-    let number = Self.decimal(value)
-    switch key {
-    case "BALLOONCTL_MODE":
-      guard let mode = ControlMode(rawValue: value) else { throw bad }
-      self.mode = mode
-    case "BALLOONCTL_INTERVAL":
-      guard let number, Self.intervalRange.contains(number) else { throw bad }
-      intervalSeconds = number
-    case "BALLOONCTL_MARGIN":
-      guard let number, Self.marginRange.contains(number) else { throw bad }
-      margin = number
-    case "BALLOONCTL_FRACTION":
-      guard let number, BalloonLimit.isValid(fraction: number) else { throw bad }
-      fraction = number
-    case "BALLOONCTL_PROBE_TARGET":
-      guard let flag = Self.yesNo(value) else { throw bad }
-      probeTarget = flag
-    case "BALLOONCTL_VMW_SHRINKER":
-      guard let flag = Self.yesNo(value) else { throw bad }
-      vmwShrinker = flag
-    case "BALLOONCTL_LEVERS":
-      guard let levers = Self.parseLevers(value) else { throw bad }
-      self.levers = levers
-    case "BALLOONCTL_LOG_LEVEL":
-      let levels = ["trace", "debug", "info", "notice", "warning", "error", "critical"]
-      guard levels.contains(value) else { throw bad }
-      logLevel = value
-    case "BALLOONCTL_ON_EXIT":
-      guard let policy = ExitPolicy(rawValue: value) else { throw bad }
-      onExit = policy
-    case "BALLOONCTL_METRICS_FILE":
-      guard value.hasPrefix("/"), !value.hasSuffix("/") else { throw bad }
-      metricsFile = value
-    default:
-      throw bad
-    }
-  }
-
-  /// A plain decimal (`1`, `0.05`, `.5`): no sign, exponent, hex, inf or nan,
-  /// which `Double(_:)` would also take.
-  static func decimal(_ text: String) -> Double? {
-    var digits = 0
-    var points = 0
-    for byte in text.utf8 {
-      switch byte {
-      case UInt8(ascii: "0")...UInt8(ascii: "9"): digits += 1
-      case UInt8(ascii: "."): points += 1
-      default: return nil
-      }
-    }
-    guard digits > 0, points <= 1, text.utf8.count <= 64 else { return nil }
-    return Double(text)
-  }
-
-  static func yesNo(_ value: String) -> Bool? {
-    switch value.lowercased() {
-    case "yes", "true", "1", "on": true
-    case "no", "false", "0", "off": false
-    default: nil
-    }
   }
 
   /// `virtio,vmware,xen`, or `none`. Hyper-V has no lever to enable.

@@ -22,11 +22,15 @@ public struct ControllerConfig: Sendable {
   /// Re-run discovery at least this often even without udev events (for
   /// guests where no uevents reach us). udev events trigger it at once.
   public var rediscoverSeconds: Double
+  /// The run's settings, recorded in the state file for `status`; nil when
+  /// not a run (`balloonctl readmit`, tests).
+  public var settings: RecordedSettings?
 
   public init(
     mode: ControlMode, fraction: Double = BalloonLimit.defaultFraction,
     policy: PolicyConfig = .default, intervalSeconds: Double = 1, processScanSeconds: Double = 600,
-    processScanSecondsWithoutCounters: Double = 30, rediscoverSeconds: Double = 300
+    processScanSecondsWithoutCounters: Double = 30, rediscoverSeconds: Double = 300,
+    settings: RecordedSettings? = nil
   ) {
     self.mode = mode
     self.fraction = fraction
@@ -35,6 +39,7 @@ public struct ControllerConfig: Sendable {
     self.processScanSeconds = processScanSeconds
     self.processScanSecondsWithoutCounters = processScanSecondsWithoutCounters
     self.rediscoverSeconds = rediscoverSeconds
+    self.settings = settings
   }
 }
 
@@ -120,6 +125,7 @@ public final class Controller {
       pid: pid, mode: config.mode.rawValue,
       intervalMilliseconds: UInt64((config.intervalSeconds * 1000).rounded()),
       startedAt: Clock.wall())
+    state.settings = config.settings
     if let previous {
       // Resume holds (and their back-off) from a previous run, crashed or not.
       state.balloons = previous.balloons

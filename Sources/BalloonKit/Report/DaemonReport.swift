@@ -11,20 +11,45 @@ public struct DaemonReport: Sendable {
   public var file: String
   /// nil when liveness cannot be known (a snapshot under --root).
   public var running: Bool?
-  public var policy: PolicyConfig
 
-  public init(state: DaemonState, file: String, running: Bool?, policy: PolicyConfig = .default) {
+  public init(state: DaemonState, file: String, running: Bool?) {
     self.state = state
     self.file = file
     self.running = running
-    self.policy = policy
+  }
+
+  /// The daemon's fraction and margin, as its state file records them; the
+  /// declared defaults for a state file that does not (an older balloonctl).
+  public var fraction: Double {
+    state.settings?.fraction ?? RunConfiguration.defaults.fraction
+  }
+  public var policy: PolicyConfig {
+    state.settings.map { PolicyConfig(margin: $0.margin) } ?? RunConfiguration.defaults.policy
+  }
+
+  /// The limit the daemon computes from the readings `status` took: the same
+  /// guest, pinned and swap, with the daemon's fraction (not `status`'s
+  /// `--fraction`), so the hold's threshold is the one the daemon acts on.
+  public func limit(from reading: BalloonLimit) -> BalloonLimit {
+    BalloonLimit.compute(
+      guestBytes: reading.guestBytes, pinnedBytes: reading.pinnedBytes,
+      swapTotalBytes: reading.swapTotalBytes, fraction: fraction)
+  }
+
+  /// Where a held balloon is re-admitted, when that depends on the target
+  /// alone (not Xen, whose hold follows the limit; not a blind back-off).
+  func readmitThreshold(_ record: BalloonRecord, limitBytes: UInt64?) -> UInt64? {
+    guard record.hold.held, record.kind != .xen, record.hold.readmitNotBefore == nil,
+      let limitBytes
+    else { return nil }
+    return Policy.readmitThreshold(limitBytes, policy)
   }
 
   /// Reads `<root>/run/balloonctl/state.json` (or `directory`). nil: no daemon
   /// has run since boot. A live root also checks the pid is a balloonctl.
-  public static func load(root: Root, directory: String = "/run/balloonctl") throws(SourceError)
-    -> DaemonReport?
-  {
+  public static func load(
+    root: Root, directory: String = StateStore.defaultDirectory.string
+  ) throws(SourceError) -> DaemonReport? {
     let store = StateStore(directory: root.path(directory))
     guard let state = try store.load() else { return nil }
     var running: Bool?
@@ -39,6 +64,8 @@ public struct DaemonReport: Sendable {
     return DaemonReport(state: state, file: store.file.string, running: running)
   }
 
+  /// - Parameter limitBytes: the daemon's limit (`limit(from:)`), for the
+  ///   re-admit threshold.
   public func lines(limitBytes: UInt64?) -> [String] {
     var status: String
     switch running {
@@ -47,7 +74,10 @@ public struct DaemonReport: Sendable {
     case nil: status = "pid \(state.pid) (liveness unknown in a snapshot)"
     }
     var lines = [
-      "Daemon    \(status), \(state.mode) mode, interval \(Self.interval(state.intervalMilliseconds)); state \(file)"
+      "Daemon    \(status), \(state.mode) mode, interval \(Self.interval(state.intervalMilliseconds)); state \(file)",
+      "          "
+        + (state.settings?.summary
+          ?? "settings not recorded (an older balloonctl); thresholds assume the defaults"),
     ]
     for record in state.balloons {
       let hold = record.hold
@@ -63,9 +93,9 @@ public struct DaemonReport: Sendable {
           lines.append(
             "    target unknown: re-admit at \(Self.clock(state.wallTime(ofBoottime: notBefore))) (back-off \(Self.seconds(hold.backoffSeconds)) s)"
           )
-        } else if let limitBytes {
+        } else if let limitBytes, let threshold = readmitThreshold(record, limitBytes: limitBytes) {
           lines.append(
-            "    re-admit when the target is at or below \(ByteFormat.human(Policy.readmitThreshold(limitBytes, policy)))"
+            "    re-admit when the target is at or below \(ByteFormat.human(threshold)) (the daemon's limit \(ByteFormat.human(limitBytes)) × (1 − \(RunSetting.text(policy.margin))))"
           )
         }
       } else {
@@ -79,12 +109,16 @@ public struct DaemonReport: Sendable {
     return lines
   }
 
-  public func json() -> JSONValue {
+  /// - Parameter limitBytes: the daemon's limit (`limit(from:)`), for the
+  ///   re-admit threshold.
+  public func json(limitBytes: UInt64? = nil) -> JSONValue {
     .object([
       ("running", running.map(JSONValue.bool) ?? .null),
       ("pid", .signed(Int64(state.pid))),
       ("mode", .string(state.mode)),
       ("interval_ms", .integer(state.intervalMilliseconds)),
+      ("settings", state.settings?.json() ?? .null),
+      ("limit_bytes", .optional(limitBytes)),
       ("updated_at", .signed(state.updatedAt)),
       ("state_file", .string(file)),
       (
@@ -103,6 +137,10 @@ public struct DaemonReport: Sendable {
                 Self.epoch(hold.readmitNotBefore.flatMap(state.wallTime(ofBoottime:)))
               ),
               ("backoff_seconds", .number(hold.backoffSeconds)),
+              (
+                "readmit_threshold_bytes",
+                .optional(readmitThreshold(record, limitBytes: limitBytes))
+              ),
               ("releases", .integer(UInt64(max(0, hold.releases)))),
               (
                 "last_decision",

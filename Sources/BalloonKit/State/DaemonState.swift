@@ -65,6 +65,9 @@ public struct DaemonState: Sendable, Equatable {
   public var updatedAt: Int64
   public var updatedBoottime: Double
   public var limitBytes: UInt64?
+  /// The run's effective settings; nil in a state file from before they
+  /// were recorded (and after `balloonctl readmit`).
+  public var settings: RecordedSettings?
   public var balloons: [BalloonRecord]
 
   public init(pid: Int32, mode: String, intervalMilliseconds: UInt64, startedAt: Int64) {
@@ -104,6 +107,7 @@ public struct DaemonState: Sendable, Equatable {
       ("pid", .signed(Int64(pid))),
       ("mode", .string(mode)),
       ("interval_ms", .integer(intervalMilliseconds)),
+      ("settings", settings?.json() ?? .null),
       ("started_at", .signed(startedAt)),
       ("updated_at", .signed(updatedAt)),
       ("updated_boottime", .number(updatedBoottime)),
@@ -161,6 +165,9 @@ public struct DaemonState: Sendable, Equatable {
     state.updatedAt = Int64(try top.integer("updated_at", StateRange.epochSeconds))
     state.updatedBoottime = try top.seconds("updated_boottime", StateRange.boottime)
     state.limitBytes = try top.optionalInteger("limit_bytes", StateRange.bytes)
+    if let settings = try top.optionalObject("settings") {
+      state.settings = try RecordedSettings.parse(settings)
+    }
     let entries = try top.array("balloons")
     guard entries.count <= StateRange.maxBalloons else {
       throw .malformed(
