@@ -30,7 +30,7 @@ from typing import Any, Optional
 from .guest import MiB, Kernel
 from .scenarios import NOT_IMPLEMENTED, REGISTRY, RESULT_KEYS, Context
 from .system.scenarios import SCENARIOS as SYSTEM_SCENARIOS
-from .system.tier import describe as system_describe
+from .system.scenarios import describe as system_describe
 from .system.tier import run_tier as run_system_tier
 
 KERNEL_ALIASES = {
