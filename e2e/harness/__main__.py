@@ -61,10 +61,7 @@ def describe(name: str, r: dict) -> str:
         return r.get("reason", "")
     bits = list(REGISTRY[name].describe(r))
     if not r.get("passed"):
-        reason = r.get("reason", "")
-        if r.get("detail"):
-            reason += f" ({r['detail']})"
-        bits.insert(0, reason)
+        bits.insert(0, r.get("reason", ""))
     return "; ".join(b for b in bits if b)
 
 
