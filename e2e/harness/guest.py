@@ -6,12 +6,10 @@ and initramfs (e2e/init), and gives the scenarios:
 * the console (ttyS0): every line timestamped (seconds since QEMU started,
   host monotonic clock), kept in memory and written to ``console.log``;
   ``wait_for(pattern, timeout, since)``;
-* a command channel (ttyS1, a unix socket): ``run(cmd, timeout) -> (rc, output)``
-  after a ping/sync handshake;
-* QMP (the official ``qemu.qmp`` library, its asyncio client driven from a
-  private event-loop thread): ``balloon``, ``query_balloon``, ``device_del``,
+* the command channel (channel.py, ttyS1): ``run(cmd, timeout) -> (rc, output)``;
+* QMP (qmp.py): ``balloon``, ``query_balloon``, ``device_del``,
   ``device_add``, events;
-* a background ``Sampler`` thread that polls ``query-balloon`` every <=100 ms.
+* the balloon sampler (sampler.py): ``sampler(period)``.
 
 Every wait has a timeout, an optional watchdog kills QEMU when a scenario runs
 too long, and QEMU is killed on every exit path: the context manager, an
@@ -25,16 +23,12 @@ every actuation happens inside the guest or through QEMU's QMP.
 
 from __future__ import annotations
 
-import asyncio
 import atexit
-import base64
 import ctypes
-import itertools
 import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import threading
@@ -43,7 +37,10 @@ import weakref
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
-from qemu.qmp import ExecInterruptedError, ExecuteError, QMPClient, StateError
+from .channel import CommandChannel
+from .errors import GuestDied, GuestError, GuestTimeout
+from .qmp import QMP
+from .sampler import Sampler
 
 MiB = 1 << 20
 PAGE = 4096
@@ -51,16 +48,20 @@ PAGE = 4096
 QEMU = os.environ.get("E2E_QEMU", "qemu-system-x86_64")
 
 
-class GuestError(Exception):
-    """A guest operation failed."""
+def page_align(b: float) -> int:
+    return int(b) // PAGE * PAGE
 
 
-class GuestTimeout(GuestError):
-    """A wait ran out of time."""
-
-
-class GuestDied(GuestError):
-    """QEMU exited (guest panic, watchdog, crash) while we were waiting."""
+def read_env(path: str) -> dict[str, str]:
+    """A shell-syntax KEY='value' file (kernel.env, image.env)."""
+    values: dict[str, str] = {}
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if "=" in line and not line.startswith("#"):
+                k, v = line.split("=", 1)
+                values[k] = v.strip("'\"")
+    return values
 
 
 @dataclass
@@ -76,14 +77,7 @@ class Kernel:
 
     @classmethod
     def load(cls, label: str, work: str) -> "Kernel":
-        env_path = os.path.join(work, "kernels", label, "kernel.env")
-        values: dict[str, str] = {}
-        with open(env_path) as f:
-            for line in f:
-                line = line.strip()
-                if "=" in line and not line.startswith("#"):
-                    k, v = line.split("=", 1)
-                    values[k] = v.strip("'\"")
+        values = read_env(os.path.join(work, "kernels", label, "kernel.env"))
         initrd = os.path.join(work, "initramfs", f"{label}.cpio.gz")
         for p in (values["VMLINUZ"], initrd):
             if not os.path.isfile(p):
@@ -121,367 +115,6 @@ _live_guests: "weakref.WeakSet[Guest]" = weakref.WeakSet()
 def _kill_all_guests() -> None:
     for g in list(_live_guests):
         g.kill("harness exit")
-
-
-# --------------------------------------------------------------------------
-# QMP
-
-
-class QMP:
-    """Synchronous facade over qemu.qmp's asyncio QMPClient.
-
-    The client lives on a private event loop in a daemon thread, so several
-    threads (the scenario, the sampler) can issue commands concurrently, each
-    with its own timeout. Events are recorded with host timestamps.
-    """
-
-    def __init__(self, clock: Callable[[], float], log: Callable[[str], None]):
-        self._clock = clock
-        self._log = log
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="qmp-loop", daemon=True)
-        self._thread.start()
-        self._client: Optional[QMPClient] = None
-        self._events_task: Optional[asyncio.Future] = None
-        self.events: list[tuple[float, dict]] = []
-        self._events_cond = threading.Condition()
-
-    def _call(self, coro, timeout: float):
-        fut = asyncio.run_coroutine_threadsafe(coro, self._loop)
-        try:
-            return fut.result(timeout)
-        except TimeoutError:  # concurrent.futures.TimeoutError is TimeoutError on 3.11
-            fut.cancel()
-            raise GuestTimeout(f"QMP call timed out after {timeout:.1f}s")
-        except ExecuteError as e:  # QEMU answered with an error
-            raise GuestError(f"QMP error: {e}") from e
-        except (ExecInterruptedError, StateError, EOFError, ConnectionError) as e:
-            raise GuestDied(f"QMP connection lost (QEMU exited?): {e!r}") from e
-
-    def connect(self, path: str, timeout: float, alive: Callable[[], bool]) -> None:
-        deadline = time.monotonic() + timeout
-        last: Optional[BaseException] = None
-        while time.monotonic() < deadline:
-            if not alive():
-                raise GuestDied("QEMU exited before QMP was up")
-            if os.path.exists(path):
-                client = QMPClient("e2e")
-                try:
-                    self._call(client.connect(path), timeout=5)
-                    self._client = client
-                    self._events_task = asyncio.run_coroutine_threadsafe(self._watch_events(), self._loop)
-                    return
-                except Exception as e:  # noqa: BLE001 - retried until the deadline
-                    last = e
-            time.sleep(0.05)
-        raise GuestTimeout(f"QMP socket {path} not connectable within {timeout}s ({last!r})")
-
-    async def _watch_events(self) -> None:
-        assert self._client is not None
-        try:
-            async for event in self._client.events:
-                t = self._clock()
-                ev = dict(event)
-                with self._events_cond:
-                    self.events.append((t, ev))
-                    self._events_cond.notify_all()
-                self._log(f"QMP event {ev.get('event')} {ev.get('data', {})}")
-        except asyncio.CancelledError:
-            return
-
-    def execute(self, cmd: str, args: Optional[dict] = None, timeout: float = 10.0) -> Any:
-        if self._client is None:
-            raise GuestError("QMP not connected")
-        return self._call(self._client.execute(cmd, args), timeout)
-
-    def wait_event(self, name: str, timeout: float, since: float = 0.0,
-                   match: Optional[Callable[[dict], bool]] = None) -> tuple[float, dict]:
-        deadline = time.monotonic() + timeout
-        with self._events_cond:
-            while True:
-                for t, ev in self.events:
-                    if t >= since and ev.get("event") == name and (match is None or match(ev)):
-                        return t, ev
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise GuestTimeout(f"no QMP event {name} within {timeout}s")
-                self._events_cond.wait(min(left, 0.2))
-
-    async def _shutdown(self) -> None:
-        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-        if self._client is not None:
-            try:
-                await asyncio.wait_for(self._client.disconnect(), 3)
-            except Exception:  # noqa: BLE001 - best effort on teardown
-                pass
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-    def close(self) -> None:
-        try:
-            self._call(self._shutdown(), timeout=5)
-        except Exception:  # noqa: BLE001 - best effort on teardown
-            pass
-        finally:
-            self._client = None
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(timeout=3)
-
-
-# --------------------------------------------------------------------------
-# Command channel on ttyS1
-
-
-class CommandChannel:
-    """The guest's ttyS1 read/eval loop, as (rc, output) commands.
-
-    Commands are sent base64-encoded (so any quoting or newlines survive the
-    line-based loop) with stdin from /dev/null, and framed by a unique tag:
-    ``{ ( echo 0 >/proc/self/oom_score_adj; eval "$(echo B64 | base64 -d)" ) ; }
-    </dev/null 2>&1; echo TAG$?``.
-    """
-
-    def __init__(self, path: str, log_path: str, clock: Callable[[], float]):
-        self._path = path
-        self._clock = clock
-        self._sock: Optional[socket.socket] = None
-        self._buf = bytearray()
-        self._cond = threading.Condition()
-        self._eof = False
-        self._ids = itertools.count(1)
-        self._log = open(log_path, "a", buffering=1, encoding="utf-8", errors="replace")
-        self._lock = threading.Lock()  # one command at a time
-        self._reader: Optional[threading.Thread] = None
-        self.synced = False
-
-    def connect(self, timeout: float, alive: Callable[[], bool]) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            if not alive():
-                raise GuestDied("QEMU exited before the command socket was up")
-            try:
-                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                s.connect(self._path)
-                self._sock = s
-                break
-            except OSError:
-                s.close()
-                if time.monotonic() > deadline:
-                    raise GuestTimeout(f"command socket {self._path} not connectable within {timeout}s")
-                time.sleep(0.05)
-        self._reader = threading.Thread(target=self._read_loop, name="ttyS1-reader", daemon=True)
-        self._reader.start()
-
-    def _read_loop(self) -> None:
-        assert self._sock is not None
-        while True:
-            try:
-                data = self._sock.recv(65536)
-            except OSError:
-                data = b""
-            with self._cond:
-                if not data:
-                    self._eof = True
-                    self._cond.notify_all()
-                    return
-                self._buf += data
-                self._cond.notify_all()
-            self._log.write(data.decode("utf-8", "replace"))
-
-    def _send(self, line: str) -> None:
-        assert self._sock is not None
-        self._sock.sendall(line.encode() + b"\n")
-
-    def _wait_bytes(self, pattern: re.Pattern, deadline: float) -> re.Match:
-        with self._cond:
-            while True:
-                m = pattern.search(self._buf)
-                if m:
-                    return m
-                if self._eof:
-                    raise GuestDied("command channel closed (QEMU exited?)")
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise GuestTimeout("command channel: no answer")
-                self._cond.wait(min(left, 0.2))
-
-    def sync(self, timeout: float = 60.0) -> float:
-        """Ping until the guest loop answers, then drain: returns seconds taken.
-
-        Bytes sent before the guest opens ttyS1 are lost, so a ping goes out
-        every 0.5 s; a final unique marker makes sure every queued ping has
-        been answered before the buffer is cleared.
-        """
-        with self._lock:
-            return self._sync_locked(timeout)
-
-    def _sync_locked(self, timeout: float) -> float:
-        t0 = time.monotonic()
-        deadline = t0 + timeout
-        ping = re.compile(rb"__E2E_PING_(\d+)__\n")
-        answered = False
-        while not answered:
-            n = next(self._ids)
-            self._send(f"echo __E2E_PING_{n}__")
-            try:
-                self._wait_bytes(ping, min(deadline, time.monotonic() + 0.5))
-                answered = True
-            except GuestTimeout:
-                if time.monotonic() >= deadline:
-                    raise GuestTimeout(f"command channel: no answer to pings within {timeout}s")
-        n = next(self._ids)
-        marker = f"__E2E_SYNC_{n}__".encode()
-        self._send(f"echo {marker.decode()}")
-        self._wait_bytes(re.compile(re.escape(marker) + rb"\n"), deadline)
-        with self._cond:
-            self._buf.clear()
-        self.synced = True
-        self._log.write(f"\n[harness] synced in {time.monotonic() - t0:.2f}s\n")
-        return time.monotonic() - t0
-
-    def run(self, cmd: str, timeout: float = 30.0, guest_timeout: Optional[float] = None) -> tuple[int, str]:
-        """Runs `cmd` in the guest; returns (exit status, stdout+stderr).
-
-        `guest_timeout` additionally wraps the command in busybox `timeout -s
-        KILL` inside the guest, so that a runaway command frees the channel.
-        Raises GuestTimeout if no status arrives within `timeout` (the channel
-        then re-syncs before the next command).
-        """
-        with self._lock:
-            if not self.synced:
-                self._sync_locked(60.0)
-            n = next(self._ids)
-            tag = f"__E2E_RC_{n}_"
-            b64 = base64.b64encode(cmd.encode()).decode()
-            # The guest's loop shell and the subshell that prints the tag are
-            # immune to the OOM killer; the command runs in an inner subshell
-            # with oom_score_adj 0 (inherited by what it starts).
-            if guest_timeout:
-                body = f'timeout -s KILL {int(guest_timeout)} sh -c "$(echo {b64} | base64 -d)"'
-            else:
-                body = f'eval "$(echo {b64} | base64 -d)"'
-            inner = f"( echo 0 >/proc/self/oom_score_adj; {body} )"
-            with self._cond:
-                self._buf.clear()
-            self._log.write(f"\n[harness t={self._clock():.3f}] $ {cmd}\n")
-            self._send(f"{{ {inner} ; }} </dev/null 2>&1; echo {tag}$?")
-            try:
-                m = self._wait_bytes(re.compile(re.escape(tag.encode()) + rb"(\d+)\n"), time.monotonic() + timeout)
-            except GuestTimeout:
-                self.synced = False
-                raise GuestTimeout(f"guest command timed out after {timeout}s: {cmd}")
-            with self._cond:
-                rc = int(m.group(1))
-                out = bytes(self._buf[: m.start()])
-                del self._buf[: m.end()]
-            return rc, out.decode("utf-8", "replace")
-
-    def close(self) -> None:
-        if self._sock is not None:
-            try:
-                self._sock.close()
-            except OSError:
-                pass
-        if self._reader is not None:
-            self._reader.join(timeout=2)
-        self._log.close()
-
-
-# --------------------------------------------------------------------------
-# Sampler
-
-
-class Sampler:
-    """Polls query-balloon every `period` s in a background thread.
-
-    Records (t, actual_bytes) with t on the guest's clock (seconds since QEMU
-    started). QMP's `actual` is the guest's RAM as the host sees it; the
-    balloon is `ram_bytes - actual`.
-    """
-
-    def __init__(self, guest: "Guest", period: float = 0.05):
-        if period > 0.1:
-            raise ValueError("sampling period must be <= 100 ms")
-        self.guest = guest
-        self.period = period
-        self.samples: list[tuple[float, int]] = []
-        self.errors = 0
-        self._stop = threading.Event()
-        self._thread: Optional[threading.Thread] = None
-        self._lock = threading.Lock()
-
-    def start(self) -> "Sampler":
-        self._thread = threading.Thread(target=self._loop, name="balloon-sampler", daemon=True)
-        self._thread.start()
-        return self
-
-    def _loop(self) -> None:
-        nxt = time.monotonic()
-        while not self._stop.is_set():
-            try:
-                actual = self.guest.query_balloon(timeout=2)
-                with self._lock:
-                    self.samples.append((self.guest.now(), actual))
-            except GuestError:
-                self.errors += 1
-                if not self.guest.alive():
-                    return
-            nxt += self.period
-            delay = nxt - time.monotonic()
-            if delay < 0:
-                nxt = time.monotonic()
-                delay = 0
-            self._stop.wait(delay)
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def __enter__(self) -> "Sampler":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-    # --- analysis (balloon sizes, in bytes) ---
-
-    def balloon_series(self, since: float = 0.0, until: float = float("inf")) -> list[tuple[float, int]]:
-        ram = self.guest.ram_bytes
-        with self._lock:
-            return [(t, ram - a) for t, a in self.samples if since <= t <= until]
-
-    def max_balloon(self, since: float = 0.0, until: float = float("inf")) -> Optional[int]:
-        s = self.balloon_series(since, until)
-        return max((b for _, b in s), default=None)
-
-    def time_above(self, limit_bytes: int, since: float = 0.0, until: float = float("inf")) -> float:
-        """Seconds the balloon spent above `limit_bytes` (sample-and-hold)."""
-        s = self.balloon_series(since, until)
-        total = 0.0
-        for (t0, b0), (t1, _) in zip(s, s[1:]):
-            if b0 > limit_bytes:
-                total += t1 - t0
-        return total
-
-    def first_time(self, pred: Callable[[int], bool], since: float = 0.0) -> Optional[float]:
-        """The first sample time >= since whose balloon size satisfies pred."""
-        for t, b in self.balloon_series(since):
-            if pred(b):
-                return t
-        return None
-
-    def write_csv(self, path: str) -> None:
-        ram = self.guest.ram_bytes
-        with self._lock, open(path, "w") as f:
-            f.write("t_s,actual_bytes,balloon_bytes\n")
-            for t, a in self.samples:
-                f.write(f"{t:.3f},{a},{ram - a}\n")
-
-
-# --------------------------------------------------------------------------
-# Guest
 
 
 @dataclass
@@ -542,10 +175,7 @@ class Guest:
             QEMU, "-accel", "tcg", "-machine", "pc", "-m", str(c.mem_mib), "-smp", "1",
             "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
             "-kernel", self.kernel.vmlinuz, "-initrd", self.kernel.initrd, "-append", append,
-            "-chardev", "stdio,id=s0,signal=off", "-serial", "chardev:s0",
-            "-chardev", f"socket,id=s1,path={self._tmp}/cmd.sock,server=on,wait=off", "-serial", "chardev:s1",
-            "-qmp", f"unix:{self._tmp}/qmp.sock,server=on,wait=off",
-        ]
+        ] + self.io_argv()
         if c.balloon:
             argv += ["-device", self.balloon_device_spec()]
         if c.swap_mib > 0:
@@ -555,6 +185,15 @@ class Guest:
             argv += ["-drive", f"file={img},if=none,id=swap0,format=raw,cache=unsafe",
                      "-device", "virtio-blk-pci,drive=swap0,id=swapdisk"]
         return argv
+
+    def io_argv(self) -> list[str]:
+        """The console on stdio (ttyS0), the command channel (ttyS1) and QMP."""
+        assert self._tmp is not None
+        return [
+            "-chardev", "stdio,id=s0,signal=off", "-serial", "chardev:s0",
+            "-chardev", f"socket,id=s1,path={self._tmp}/cmd.sock,server=on,wait=off", "-serial", "chardev:s1",
+            "-qmp", f"unix:{self._tmp}/qmp.sock,server=on,wait=off",
+        ]
 
     def balloon_device_props(self, dev_id: str = "balloon0") -> dict[str, Any]:
         return {
@@ -782,6 +421,23 @@ class Guest:
             if abs(pages - expected) <= tolerance or time.monotonic() >= deadline:
                 return pages, src, time.monotonic() - t0
             time.sleep(0.3)
+
+    def clock_offset(self, tries: int = 5) -> tuple[float, float]:
+        """(host_time - guest_uptime, round trip) in seconds: maps guest
+        CLOCK_BOOTTIME instants (state.json's *_boottime) onto the harness
+        clock (now()). Under TCG the guest clock follows the host's. The
+        reading with the shortest command round trip is kept; the error is at
+        most half of that round trip."""
+        best: Optional[tuple[float, float]] = None
+        for _ in range(tries):
+            t0 = self.now()
+            out = self.check("cat /proc/uptime")
+            t1 = self.now()
+            cand = ((t0 + t1) / 2 - float(out.split()[0]), t1 - t0)
+            if best is None or cand[1] < best[1]:
+                best = cand
+        assert best is not None
+        return best
 
     # --- QMP / balloon ---
 

@@ -4,34 +4,24 @@ The disks come from e2e/build-rootfs.sh (an ext4 root on /dev/vda, a busybox
 stub initramfs that mounts it). The harness drives the guest through the
 e2e-channel.service read/eval loop on ttyS1 (e2e/system/e2e-channel), the same
 framing as the busybox tier's channel, and QMP; everything else (QEMU's
-lifetime, watchdog, console capture, QMP helpers) is the busybox tier's Guest.
+lifetime, watchdog, console capture, the command channel, QMP, the sampler)
+is the busybox tier's Guest.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import time
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from ..guest import Guest, GuestConfig, GuestDied, GuestError, GuestTimeout, QEMU
+from ..errors import GuestError, GuestTimeout
+from ..guest import QEMU, Guest, GuestConfig, read_env
 
 
 class BootFailed(GuestError):
     """The guest never reached multi-user.target (carries the console tail)."""
-
-
-def read_env(path: str) -> dict[str, str]:
-    values: dict[str, str] = {}
-    with open(path) as f:
-        for line in f:
-            line = line.strip()
-            if "=" in line and not line.startswith("#"):
-                k, v = line.split("=", 1)
-                values[k] = v.strip("'\"")
-    return values
 
 
 @dataclass
@@ -97,11 +87,7 @@ class SystemGuest(Guest):
         ]
         if c.extra_disk:
             argv += ["-drive", f"file={c.extra_disk},format=raw,if=virtio,readonly=on"]
-        argv += [
-            "-chardev", "stdio,id=s0,signal=off", "-serial", "chardev:s0",
-            "-chardev", f"socket,id=s1,path={self._tmp}/cmd.sock,server=on,wait=off", "-serial", "chardev:s1",
-            "-qmp", f"unix:{self._tmp}/qmp.sock,server=on,wait=off",
-        ]
+        argv += self.io_argv()
         if c.balloon:
             argv += ["-device", self.balloon_device_spec()]
         return argv
@@ -152,8 +138,7 @@ class SystemGuest(Guest):
         try:
             self.run("sync", timeout=60)
             assert self.chan is not None
-            with self.chan._lock:  # noqa: SLF001 - a command that never answers
-                self.chan._send("systemctl --no-block start poweroff.target --job-mode=replace-irreversibly")  # noqa: SLF001
+            self.chan.send_unanswered("systemctl --no-block start poweroff.target --job-mode=replace-irreversibly")
         except GuestError:
             pass
         assert self.proc is not None

@@ -9,7 +9,7 @@ import traceback
 from typing import Any, Callable
 
 from .guest import SystemImage
-from .scenarios import SCENARIOS, run_kernel
+from .scenarios import SCENARIOS, describe, run_kernel
 
 # Debian 12 userspace for 6.1, Debian 13 for 6.12 and the backports kernel.
 SUITES = {"bookworm": "bookworm", "trixie": "trixie", "backports": "trixie"}
@@ -69,17 +69,3 @@ def run_tier(work: str, resdir: str, labels: list[str], deb: str, opts: dict[str
         progress(f"wall {sys_res['wall_s']} s")
         write()
 
-
-def describe(name: str, r: dict) -> str:
-    bits = []
-    if name == "coldplug" and r.get("coldplug_s") is not None:
-        bits.append(f"active {r['coldplug_s']} s after multi-user (boot {r.get('boot_s')} s)")
-    elif name == "hotplug" and r.get("hotplug_s") is not None:
-        bits.append(f"active {r['hotplug_s']} s after device_add, new device held={r.get('held_new_device')}")
-    elif name == "sandboxed_kb":
-        bits.append(f"OOM kills with={r.get('oom_kills_with')} without={r.get('oom_kills_without')}")
-    elif name == "exposure" and r.get("exposure") is not None:
-        bits.append(f"{r['exposure']} {r.get('exposure_word')}")
-    if not r.get("passed") and r.get("reason"):
-        bits.insert(0, str(r["reason"])[:600])
-    return "; ".join(bits)

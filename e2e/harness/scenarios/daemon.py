@@ -1,0 +1,57 @@
+"""What the daemon scenarios share: the pinned process, and `balloonctl run`
+started in the background with its log in /tmp/balloonctl.log."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from ..errors import GuestError, GuestTimeout
+from ..guest import Guest
+from ..guestside import process_alive, state_hold, wait_state
+from .base import BALLOONCTL
+
+
+def pin_memory(g: Guest, lock_mib: int) -> dict[str, Any]:
+    """The pinned process: memlock holding `lock_mib` MiB; returns its pid and Mlocked."""
+    out = g.check(f"memlock {lock_mib} >/tmp/memlock.log 2>&1 & echo $!")
+    pid = int(out.strip().splitlines()[-1])
+    deadline = time.monotonic() + 120
+    while True:
+        _, log = g.run("cat /tmp/memlock.log")
+        if "MEMLOCK-OK" in log:
+            break
+        if "MEMLOCK-FAIL" in log or not process_alive(g, pid):
+            raise GuestError(f"memlock {lock_mib} failed: {log.strip()}")
+        if time.monotonic() > deadline:
+            raise GuestError(f"memlock {lock_mib}: not locked within 120s")
+        time.sleep(0.3)
+    return {"memlock_pid": pid, "mlocked_kb": g.meminfo().get("Mlocked")}
+
+
+def start_daemon(g: Guest, interval: float = 0.2, mode: str = "enforce", probe_target: bool = True) -> int:
+    """Starts `balloonctl run` in the background; returns its pid (stderr -> /tmp/balloonctl.log)."""
+    args = f"--interval {interval:g} --mode {mode}" + (" --probe-target" if probe_target else " --no-probe-target")
+    out = g.check(f"{BALLOONCTL} run {args} >>/tmp/balloonctl.out 2>>/tmp/balloonctl.log & echo $!")
+    return int(out.strip().splitlines()[-1])
+
+
+def daemon_log(g: Guest) -> str:
+    _, out = g.run("cat /tmp/balloonctl.log 2>/dev/null")
+    return out
+
+
+def log_lines(g: Guest) -> list[str]:
+    return [ln for ln in daemon_log(g).splitlines() if ln.strip()]
+
+
+def start_and_wait_daemon(g: Guest, interval: float = 0.2, mode: str = "enforce",
+                          timeout: float = 60.0, **kw: Any) -> tuple[int, dict]:
+    """start_daemon, then wait until its state.json (its pid, a limit) exists."""
+    pid = start_daemon(g, interval=interval, mode=mode, **kw)
+    try:
+        st = wait_state(g, lambda st: st.get("pid") == pid and st.get("limit_bytes") is not None
+                        and state_hold(st) is not None, timeout)
+    except GuestTimeout as e:
+        raise GuestError(f"balloonctl run did not come up: {e}\nlog:\n{daemon_log(g)[-1500:]}") from e
+    return pid, st
