@@ -525,6 +525,7 @@ public final class Controller {
     if let current = before?.effectiveCurrentBytes { metadata["before_bytes"] = "\(current)" }
     if let target = before?.target.bytes { metadata["target_bytes"] = "\(target)" }
     if let kib = decision.xenTargetKiB { metadata["target_kb"] = "\(kib)" }
+    if let trigger = decision.why.trigger { metadata["trigger"] = "\(trigger.rawValue)" }
     if let error {
       metadata["error"] = "\(error)"
       logger.error("lever failed", metadata: metadata)

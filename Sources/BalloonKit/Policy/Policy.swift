@@ -90,8 +90,13 @@ public struct Decision: Sendable, Equatable {
   /// sizes into text every tick would cost more than the decision itself.
   public indirect enum Reason: Sendable, Equatable, CustomStringConvertible {
     case underLimit(limit: UInt64, current: UInt64?, target: UInt64?)
+    /// The target is over the limit and the balloon is not yet: released before it crosses.
     case targetOverLimit(target: UInt64, limit: UInt64)
+    /// The balloon's size is over the limit, target unknown.
     case currentOverLimit(current: UInt64, limit: UInt64)
+    /// The target is over the limit and the balloon already crossed it: the
+    /// release comes after the crossing, so it is reactive, not preventive.
+    case crossedWithTarget(current: UInt64, target: UInt64, limit: UInt64)
     case deflating(current: UInt64, target: UInt64)
     case notPresent
     case notBound
@@ -124,6 +129,9 @@ public struct Decision: Sendable, Equatable {
         return "target \(h(target)) exceeds the limit \(h(limit)) (preventive)"
       case .currentOverLimit(let current, let limit):
         return "current \(h(current)) exceeds the limit \(h(limit)) (reactive; target unknown)"
+      case .crossedWithTarget(let current, let target, let limit):
+        return
+          "current \(h(current)) exceeds the limit \(h(limit)) (reactive; target \(h(target)))"
       case .deflating(let current, let target):
         return "current \(h(current)) is over the limit but deflating toward target \(h(target))"
       case .notPresent: return "not present"
@@ -162,6 +170,21 @@ public struct Decision: Sendable, Equatable {
           "current \(h(current)) exceeds the limit \(h(limit)); Hyper-V has no safe lever (unbinding hv_balloon loses the pages until reboot)"
       case .text(let text): return text
       }
+    }
+
+    /// Whether a release stepped in before the balloon crossed the limit
+    /// (preventive) or after (reactive); nil for reasons that are no release trigger.
+    public var trigger: Trigger? {
+      switch self {
+      case .targetOverLimit: return .preventive
+      case .currentOverLimit, .crossedWithTarget: return .reactive
+      case .noLever(let inner): return inner.trigger
+      default: return nil
+      }
+    }
+
+    public enum Trigger: String, Sendable, Equatable {
+      case preventive, reactive
     }
 
     /// The balloon could not be read: the decision is `none` whatever the state.
@@ -238,7 +261,8 @@ public struct PolicyConfig: Sendable, Equatable {
 /// action succeeds; on failure the caller keeps the previous state).
 ///
 /// virtio and VMware (levers: release/readmit):
-/// * not held, target known and above the limit → release (preventive);
+/// * not held, target known and above the limit → release (preventive while
+///   the balloon is at or under the limit, reactive once it has crossed);
 /// * not held, target unknown, current above the limit → release (reactive);
 ///   (target known and below while current is above: already deflating → none)
 /// * held, target at or below limit × (1 − margin) → readmit;
@@ -353,7 +377,13 @@ public enum Policy {
     var trigger: Decision.Reason?
     if let target = o.targetBytes {
       if target > limit {
-        trigger = .targetOverLimit(target: target, limit: limit)
+        // The label follows the balloon's size, not the target alone: a
+        // balloon already past the limit is released after the crossing.
+        if let current = o.currentBytes, current > limit {
+          trigger = .crossedWithTarget(current: current, target: target, limit: limit)
+        } else {
+          trigger = .targetOverLimit(target: target, limit: limit)
+        }
       } else if let current = o.currentBytes, current > limit {
         return (
           Decision(.none, balloon: name, why: .deflating(current: current, target: target)), state

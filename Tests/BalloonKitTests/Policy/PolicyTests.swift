@@ -121,6 +121,48 @@ struct PolicyTests {
     #expect(!decision.reason.isEmpty)
   }
 
+  struct TriggerCase: CustomTestStringConvertible, Sendable {
+    var name: String
+    var observation: BalloonObservation
+    var trigger: Decision.Reason.Trigger
+    var testDescription: String { name }
+  }
+
+  /// The label a release is logged and saved with follows the balloon's size
+  /// at the time: before the crossing preventive, after it reactive.
+  static let triggerCases: [TriggerCase] = [
+    TriggerCase(
+      name: "target over, balloon under the limit: preventive",
+      observation: virtio(current: 10 * MiB, target: 400 * MiB), trigger: .preventive),
+    TriggerCase(
+      name: "target over, balloon exactly at the limit: preventive",
+      observation: virtio(current: limit, target: 400 * MiB), trigger: .preventive),
+    TriggerCase(
+      name: "target over, balloon size unknown: preventive",
+      observation: virtio(current: nil, target: 400 * MiB), trigger: .preventive),
+    TriggerCase(
+      name: "target over, balloon already 51 MiB over the limit: reactive",
+      observation: virtio(current: limit + 51 * MiB, target: 400 * MiB), trigger: .reactive),
+    TriggerCase(
+      name: "target over, balloon one byte over the limit: reactive",
+      observation: virtio(current: limit + 1, target: 400 * MiB), trigger: .reactive),
+    TriggerCase(
+      name: "target unknown, balloon over the limit: reactive",
+      observation: virtio(current: 301 * MiB, target: nil), trigger: .reactive),
+  ]
+
+  @Test("release label: preventive before the crossing, reactive after", arguments: triggerCases)
+  func triggerLabel(_ c: TriggerCase) {
+    let (decision, next) = Policy.decide(c.observation, limitBytes: limit, state: nil, now: 0)
+    #expect(decision.action == .release, "\(decision.reason)")
+    #expect(decision.why.trigger == c.trigger)
+    // The saved hold and the logged reason carry the same label.
+    #expect(next.reason == decision.reason)
+    #expect(decision.reason.contains("(\(c.trigger.rawValue)"), "\(decision.reason)")
+    let other: Decision.Reason.Trigger = c.trigger == .preventive ? .reactive : .preventive
+    #expect(!decision.reason.contains(other.rawValue), "\(decision.reason)")
+  }
+
   @Test("a released vmw module is absent by design and stays held")
   func vmwHeldWhileUnloaded() {
     let absent = BalloonObservation(
