@@ -98,6 +98,11 @@ public final class Controller {
   /// Held records resumed from the state file that have not yet been checked
   /// against the device (the state file is untrusted; see `verifyResumed`).
   private var unverifiedHolds: Set<String> = []
+  /// The limit the state file holds, and when it was last written (boot
+  /// time): a moved limit rewrites it at most once per interval, so `status`
+  /// shows a hold's re-admit threshold as of the latest tick.
+  private var savedLimitBytes: UInt64?
+  private var lastSaved = -Double.infinity
 
   /// - Parameters:
   ///   - actuators: required in enforce mode; must be nil in report mode.
@@ -188,6 +193,9 @@ public final class Controller {
       balloons: readings, meminfo: meminfo, vmstat: vmstat, vmPinSumBytes: vmPinSum,
       vmPinCoverage: vmPinCoverage, fraction: config.fraction)
     state.limitBytes = snapshot.limit.bytes
+    let refresh =
+      store != nil && savedLimitBytes != snapshot.limit.bytes
+      && now - lastSaved >= config.intervalSeconds
 
     var decisions: [Decision] = []
     var performed: [(decision: Decision, error: ActuatorError?)] = []
@@ -205,7 +213,8 @@ public final class Controller {
       case .success(let reading): seen = .read(reading)
       case .failure(let error): seen = .unreadable(error)
       }
-      record(step(device, seen: seen, snapshot: snapshot, now: now, wall: wall))
+      record(
+        step(device, seen: seen, snapshot: snapshot, now: now, wall: wall, refresh: refresh))
     }
     // Balloons we hold that discovery no longer lists (a released vmw_balloon
     // is unloaded; a virtio device may be unplugged). Their identity comes
@@ -219,11 +228,13 @@ public final class Controller {
         held.kind == .vmware && held.name == Self.vmwModule.name
         ? Self.vmwModule
         : BalloonDevice(kind: held.kind, name: held.name, sysPath: "", driver: nil)
-      record(step(device, seen: .absent, snapshot: snapshot, now: now, wall: wall))
+      record(
+        step(device, seen: .absent, snapshot: snapshot, now: now, wall: wall, refresh: refresh))
     }
 
-    // Written on change only: a steady tick writes nothing.
-    if changed { try persist(now: now, wall: wall) }
+    // Written on change only: a steady tick writes nothing; a moved limit
+    // (which moves the thresholds the saved reasons quote) at most once per interval.
+    if changed || refresh { try persist(now: now, wall: wall) }
     var report = TickReport(snapshot: snapshot, decisions: decisions, performed: performed)
     report.unreadable = unreadable
     return report
@@ -279,7 +290,8 @@ public final class Controller {
 
   /// Decide for one balloon and, in enforce mode, act on it.
   private func step(
-    _ device: BalloonDevice, seen: Seen, snapshot: GuestSnapshot, now: Double, wall: Int64
+    _ device: BalloonDevice, seen: Seen, snapshot: GuestSnapshot, now: Double, wall: Int64,
+    refresh: Bool
   ) -> StepOutcome {
     let index = state.balloons.firstIndex { $0.kind == device.kind && $0.name == device.name }
     let stored = index.map { state.balloons[$0] }
@@ -347,9 +359,11 @@ public final class Controller {
     if config.mode == .enforce { record.hold = next }
     // Keep the first decision of each kind: reasons carry sizes that move
     // every tick, and a steady state must not rewrite the state file. An
-    // unreadable balloon is recorded (for `status`) once per error.
+    // unreadable balloon is recorded (for `status`) once per error. When the
+    // limit moved, the decision is refreshed: its reason quotes the limit's thresholds.
     let last = record.lastDecision
     if last?.action != decision.action || (done != nil && done?.error == nil)
+      || (refresh && last != decision)
       || last?.why.isUnreadable != decision.why.isUnreadable
       || (decision.why.isUnreadable && last?.why != decision.why)
     {
@@ -565,6 +579,8 @@ public final class Controller {
     state.updatedAt = wall
     state.updatedBoottime = now
     try store?.save(state)
+    savedLimitBytes = state.limitBytes
+    lastSaved = now
   }
 
   /// Writes the state now (at start-up, so `status` sees the daemon at once).
