@@ -117,6 +117,12 @@ public struct Decision: Sendable, Equatable {
     case xenHeldAt(target: UInt64, hostTarget: UInt64, limit: UInt64)
     case notWritable(Reason)
     case hypervOver(current: UInt64, limit: UInt64)
+    /// Stopping with `--on-exit readmit`.
+    case exiting
+    /// Stopping: Xen's target_kb is not the one balloonctl wrote; the host's stands.
+    case exitTargetNotOurs
+    /// Stopping: the balloon cannot be given back safely (the caller reports a failure).
+    case exitBlocked(ExitProblem)
     case text(String)
 
     public var description: String {
@@ -168,6 +174,10 @@ public struct Decision: Sendable, Equatable {
       case .hypervOver(let current, let limit):
         return
           "current \(h(current)) exceeds the limit \(h(limit)); Hyper-V has no safe lever (unbinding hv_balloon loses the pages until reboot)"
+      case .exiting: return "stopping with --on-exit readmit"
+      case .exitTargetNotOurs:
+        return "target_kb is no longer the one balloonctl wrote; left as the host set it"
+      case .exitBlocked(let problem): return problem.description
       case .text(let text): return text
       }
     }
@@ -180,6 +190,15 @@ public struct Decision: Sendable, Equatable {
       case .currentOverLimit, .crossedWithTarget: return .reactive
       case .noLever(let inner): return inner.trigger
       default: return nil
+      }
+    }
+
+    public enum ExitProblem: Sendable, Equatable, CustomStringConvertible {
+      case hostTargetUnknown
+      public var description: String {
+        switch self {
+        case .hostTargetUnknown: "the host's target is not known; target_kb left as is"
+        }
       }
     }
 
@@ -277,9 +296,10 @@ public struct PolicyConfig: Sendable, Equatable {
 public enum Policy {
   public static func decide(
     _ observation: BalloonObservation, limitBytes limit: UInt64, state previous: HoldState?,
-    now: Double, config: PolicyConfig = .default
+    now: Double, config: PolicyConfig = .default, exiting: Bool = false
   ) -> (Decision, HoldState) {
     let state = previous ?? config.freshState
+    if exiting { return giveBack(observation, state: state, config: config) }
     if let error = observation.unreadable {
       return (
         Decision(.none, balloon: observation.name, why: .unreadable(error, held: state.held)),
@@ -441,8 +461,7 @@ public enum Policy {
     }
 
     func setTarget(_ balloon: UInt64, _ reason: Decision.Reason) -> (Decision, HoldState) {
-      // target_kb rounded up, so the balloon's target lands at or below `balloon`.
-      let kib = ((reservation > balloon ? reservation - balloon : 0) +| 1023) / 1024
+      let kib = xenTargetKiB(reservation: reservation, balloon: balloon)
       guard o.leverAvailable else {
         return (Decision(.alert, balloon: name, why: .notWritable(reason)), state)
       }
@@ -493,6 +512,52 @@ public enum Policy {
       )
     }
     return (Decision(.none, balloon: o.name, why: underLimit(o, limit: limit)), state)
+  }
+
+  /// Stopping with `--on-exit readmit`: a held balloon is given back (virtio
+  /// rebound, vmw_balloon reloaded, Xen's target_kb set back to the host's
+  /// wish, unless the toolstack set a target since: then it stands). A
+  /// balloon not held is left alone.
+  static func giveBack(_ o: BalloonObservation, state: HoldState, config: PolicyConfig) -> (
+    Decision, HoldState
+  ) {
+    guard state.held else { return (Decision(.none, balloon: o.name, why: .exiting), state) }
+    var released = config.freshState
+    released.releases = state.releases
+    switch o.kind {
+    case .virtio, .vmware:
+      return (Decision(.readmit, balloon: o.name, why: .exiting), released)
+    case .xen:
+      guard o.unreadable == nil, let observedKiB = o.xenTargetKiB,
+        let reservation = o.xenReservationBytes
+      else {
+        return (
+          Decision(.none, balloon: o.name, why: .exitBlocked(.hostTargetUnknown)), state
+        )
+      }
+      guard state.xenWrittenTargetKiB == observedKiB else {
+        return (Decision(.none, balloon: o.name, why: .exitTargetNotOurs), released)
+      }
+      guard let wish = state.xenHostBalloonTargetBytes else {
+        return (
+          Decision(.none, balloon: o.name, why: .exitBlocked(.hostTargetUnknown)), state
+        )
+      }
+      return (
+        Decision(
+          .setTarget, balloon: o.name, why: .exiting, balloonTargetBytes: wish,
+          xenTargetKiB: xenTargetKiB(reservation: reservation, balloon: wish)),
+        released
+      )
+    case .hyperv:
+      return (Decision(.none, balloon: o.name, why: .exiting), released)
+    }
+  }
+
+  /// Xen's target_kb for a balloon of `balloon` bytes: the reservation minus
+  /// the balloon, rounded up, so the balloon's target lands at or below it.
+  static func xenTargetKiB(reservation: UInt64, balloon: UInt64) -> UInt64 {
+    ((reservation > balloon ? reservation - balloon : 0) +| 1023) / 1024
   }
 
   static func underLimit(_ o: BalloonObservation, limit: UInt64) -> Decision.Reason {
