@@ -26,19 +26,12 @@ public struct SysfsDiscovery: Sendable {
     self.root = root
   }
 
+  /// Each registered driver matches its own kind (Drivers/).
   public func discover() throws(SourceError) -> [BalloonDevice] {
-    var found = try virtio()
-    if SystemFile.exists(root.path(Self.vmwModule)) {
-      found.append(
-        BalloonDevice(
-          kind: .vmware, name: "vmw_balloon", sysPath: Self.vmwModule, driver: "vmw_balloon"))
+    var found: [BalloonDevice] = []
+    for driver in BalloonDrivers.all {
+      found += try driver.discover(self)
     }
-    if SystemFile.exists(root.path(Self.xenDevice)) {
-      found.append(
-        BalloonDevice(
-          kind: .xen, name: "xen_memory0", sysPath: Self.xenDevice, driver: "xen-balloon"))
-    }
-    found += try hyperV()
     return found.sorted(by: Self.order)
   }
 
@@ -49,7 +42,7 @@ public struct SysfsDiscovery: Sendable {
     return lhs.name < rhs.name
   }
 
-  // MARK: Kinds
+  // MARK: Kinds (called by their drivers)
 
   func virtio() throws(SourceError) -> [BalloonDevice] {
     guard let names = try SystemFile.list(root.path(Self.virtioDevices)) else { return [] }
@@ -103,7 +96,7 @@ public struct SysfsDiscovery: Sendable {
   /// The kernel path of `directory/entry`: a bus entry is a relative link
   /// (`../../../devices/pci0000:00/0000:00:01.0/virtio0`), joined to the
   /// directory and normalized without following anything below `root`.
-  func resolve(directory: String, entry: String) -> String {
+  public func resolve(directory: String, entry: String) -> String {
     let path = directory + "/" + entry
     guard let link = SystemFile.readLink(root.path(path)) else { return path }
     let target = FilePath(link)
@@ -112,13 +105,13 @@ public struct SysfsDiscovery: Sendable {
   }
 
   /// The basename of the device's `driver` link; nil when unbound.
-  func driver(of sysPath: String) -> String? {
+  public func driver(of sysPath: String) -> String? {
     guard let link = SystemFile.readLink(root.path(sysPath + "/driver")) else { return nil }
     return FilePath(link).lastComponent?.string
   }
 
   /// A sysfs attribute without its newline; nil when absent.
-  func attribute(_ kernelPath: String) throws(SourceError) -> String? {
+  public func attribute(_ kernelPath: String) throws(SourceError) -> String? {
     let file = root.path(kernelPath)
     guard let bytes = try SystemFile.read(file) else { return nil }
     return try KernelText.attribute(bytes, path: file.string)

@@ -83,17 +83,9 @@ public final class Executor {
   private func act(_ decision: Decision, device: BalloonDevice, actuators: Actuators)
     -> ActuatorError?
   {
+    guard decision.action.pullsLever else { return nil }
     do {
-      switch decision.action {
-      case .release: try actuators.release(device)
-      case .readmit: try actuators.readmit(device)
-      case .setTarget:
-        guard let kib = decision.xenTargetKiB else {
-          return ActuatorError("set_target without target_kb")
-        }
-        try actuators.setXenTarget(device, kib: kib)
-      case .none, .alert: return nil
-      }
+      try actuators.act(decision, on: device)
       // Bound state and sizes changed: look again on the next tick.
       reader.invalidateDevices()
       return nil

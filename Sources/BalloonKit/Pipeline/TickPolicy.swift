@@ -95,7 +95,7 @@ public struct TickPolicy: Sendable {
       exiting: exiting)
     // A lever is pulled only on a device discovery lists now (or on the
     // vmw_balloon module, by its fixed name), never on one we could not read.
-    let mayAct = (readable || exiting) && (sight.listed || device == TickReader.vmwModule)
+    let mayAct = (readable || exiting) && (sight.listed || sight.actsUnlisted)
     if decision.action.pullsLever && !mayAct && !exiting {
       // A lever wanted on a balloon that is neither listed nor the vmw
       // module (a record naming no real device): treated as gone, like a
@@ -121,17 +121,8 @@ public struct TickPolicy: Sendable {
   ) -> ResumedHoldProblem? {
     let device = sight.device
     guard record.hold.held, devices.contains(device) else { return nil }
-    switch record.kind {
-    case .virtio, .vmware:
-      return device.bound ? .bound(driver: device.driver) : nil
-    case .xen:
-      let written = record.hold.xenWrittenTargetKiB
-      let observed = sight.observation.xenTargetKiB
-      return written != nil && written == observed
-        ? nil : .xenTarget(written: written, observed: observed)
-    case .hyperv:
-      return .neverHeld
-    }
+    return record.kind.driver.resumedHoldProblem(
+      record.hold, device: device, observation: sight.observation)
   }
 }
 

@@ -8,6 +8,8 @@ public struct BalloonSight: Sendable {
   /// Discovery lists it now. A held balloon it does not list (an unloaded
   /// vmw_balloon, an unplugged device) is seen too, identified from the state file.
   public var listed: Bool
+  /// Unlisted, but its driver's fixed device (acted on by name, not path).
+  public var actsUnlisted: Bool
   public var reading: BalloonReading?
   public var observation: BalloonObservation
 
@@ -71,11 +73,9 @@ public final class TickReader {
   /// pin counters move slowly; a change of them triggers the process scan).
   public static let vmstatEveryTicks = 10
 
-  /// The vmw_balloon module as discovery names it when loaded. A held VMware
-  /// balloon is unloaded (absent) by design; re-admitting it is a modprobe
-  /// of this fixed name, never of anything read from the state file.
-  public static let vmwModule = BalloonDevice(
-    kind: .vmware, name: "vmw_balloon", sysPath: SysfsDiscovery.vmwModule, driver: nil)
+  /// The vmw_balloon module as discovery names it when loaded (its driver's
+  /// fixed device for a held, unloaded balloon).
+  public static let vmwModule = VMwareDriver.module
 
   public let root: Root
   public let options: Options
@@ -100,7 +100,7 @@ public final class TickReader {
   /// saw a virtio size without the device's own `actual`.
   private var lastVmstat: Vmstat?
   private var ticksSinceVmstat = 0
-  private var virtioSizeFromCounters = false
+  private var sizedByCounters = false
   /// Per balloon key, last tick's read error: a new one asks for discovery
   /// (a device being unplugged then shows as gone, not unreadable).
   private var lastUnreadable: [String: String] = [:]
@@ -168,9 +168,7 @@ public final class TickReader {
       processes = try refreshVmPin(vmstat: vmstat, now: now, strict: strict)
     }
     noteReadErrors(unreadable)
-    virtioSizeFromCounters = readings.contains {
-      $0.device.kind == .virtio && $0.deviceActualBytes == nil
-    }
+    sizedByCounters = readings.contains { $0.device.kind.driver.sizedByCounters($0) }
     let snapshot = GuestSnapshot.assemble(
       balloons: readings, meminfo: meminfo, vmstat: vmstat,
       vmPinSumBytes: options.scanProcesses ? vmPinSum : nil,
@@ -189,26 +187,29 @@ public final class TickReader {
       case .failure(let failure): error = failure
       }
       var observation = observe(
-        device, reading: reading, listed: true, held: heldKeys.contains(key))
+        device, reading: reading, listed: true, actsUnlisted: false,
+        held: heldKeys.contains(key))
       observation.unreadable = error
       sights.append(
-        BalloonSight(device: device, listed: true, reading: reading, observation: observation))
+        BalloonSight(
+          device: device, listed: true, actsUnlisted: false, reading: reading,
+          observation: observation))
     }
     // Held balloons discovery no longer lists. Their identity comes from the
-    // state file, so no path of theirs is ever read or acted on: only the
-    // vmw_balloon module (a fixed name, no path) can be re-admitted.
+    // state file, so no path of theirs is ever read or acted on: only a
+    // driver's fixed device (the vmw_balloon module, by name) can be re-admitted.
     for record in held where record.hold.held {
       guard !devices.contains(where: { $0.kind == record.kind && $0.name == record.name }) else {
         continue
       }
+      let fixed = record.kind.driver.unlistedDevice(named: record.name)
       let device =
-        record.kind == .vmware && record.name == Self.vmwModule.name
-        ? Self.vmwModule
-        : BalloonDevice(kind: record.kind, name: record.name, sysPath: "", driver: nil)
+        fixed ?? BalloonDevice(kind: record.kind, name: record.name, sysPath: "", driver: nil)
       sights.append(
         BalloonSight(
-          device: device, listed: false, reading: nil,
-          observation: observe(device, reading: nil, listed: false, held: true)))
+          device: device, listed: false, actsUnlisted: fixed != nil, reading: nil,
+          observation: observe(
+            device, reading: nil, listed: false, actsUnlisted: fixed != nil, held: true)))
     }
     return TickReading(
       snapshot: snapshot, sights: sights, unreadable: unreadable, devices: devices)
@@ -226,7 +227,9 @@ public final class TickReader {
         sight.device, root: root, meminfo: meminfo, vmstat: vmstat, probe: options.probe)
       var fresh = sight
       fresh.reading = reading
-      fresh.observation = observe(sight.device, reading: reading, listed: sight.listed, held: held)
+      fresh.observation = observe(
+        sight.device, reading: reading, listed: sight.listed, actsUnlisted: sight.actsUnlisted,
+        held: held)
       return fresh
     } catch {
       return nil
@@ -234,23 +237,18 @@ public final class TickReader {
   }
 
   private func observe(
-    _ device: BalloonDevice, reading: BalloonReading?, listed: Bool, held: Bool
+    _ device: BalloonDevice, reading: BalloonReading?, listed: Bool, actsUnlisted: Bool,
+    held: Bool
   ) -> BalloonObservation {
     // An unlisted device's path is not trusted (it came from the state file).
-    let canAct = listed || device == Self.vmwModule
-    var observation = BalloonObservation(
+    let canAct = listed || actsUnlisted
+    return BalloonObservation(
       kind: device.kind, name: device.name, present: listed,
       bound: listed && device.bound,
       currentBytes: reading?.effectiveCurrentBytes, targetBytes: reading?.target.bytes,
       leverAvailable: canAct
-        ? (options.levers?.leverAvailable(for: device, held: held) ?? true) : false)
-    if device.kind == .xen, reading != nil,
-      let xen = try? XenBalloonReader.read(device: device, root: root)
-    {
-      observation.xenReservationBytes = xen.currentReservationBytes +| xen.balloonBytes
-      observation.xenTargetKiB = xen.reservationTargetBytes / 1024
-    }
-    return observation
+        ? (options.levers?.leverAvailable(for: device, held: held) ?? true) : false,
+      payload: reading.flatMap { device.kind.driver.payload(device, reading: $0, root: root) })
   }
 
   /// A new read error (or a changed one) asks for discovery on the next tick.
@@ -281,9 +279,9 @@ public final class TickReader {
   /// without `Balloon:` in meminfo (< 6.15: the events are the only size).
   /// Otherwise every `vmstatEveryTicks` ticks, for the pin counters.
   private func vmstatForTick(meminfo: Meminfo) throws(SourceError) -> Vmstat {
-    let sizedByVmstat = devices.contains { $0.kind == .virtio || $0.kind == .hyperv }
+    let sizedByVmstat = devices.contains { $0.kind.driver.sizedByVmstat }
     let everyTick =
-      (sizedByVmstat && meminfo.balloon == nil) || (options.enforcing && virtioSizeFromCounters)
+      (sizedByVmstat && meminfo.balloon == nil) || (options.enforcing && sizedByCounters)
     if let lastVmstat, !everyTick, ticksSinceVmstat + 1 < Self.vmstatEveryTicks {
       ticksSinceVmstat += 1
       return lastVmstat

@@ -26,27 +26,10 @@ public struct BalloonRecord: Sendable, Equatable {
 
   public static func key(kind: BalloonKind, name: String) -> String { "\(kind.rawValue):\(name)" }
 
-  /// Whether `name` is what discovery names a balloon of `kind`
-  /// (Discovery/SysfsDiscovery.swift): `virtio<n>`, `vmw_balloon`,
-  /// `xen_memory<n>`, or a vmbus instance GUID.
+  /// Whether `name` is what discovery names a balloon of `kind` (its driver
+  /// says: `virtio<n>`, `vmw_balloon`, `xen_memory<n>`, a vmbus instance GUID).
   public static func isValid(name: String, kind: BalloonKind) -> Bool {
-    func number(after prefix: String) -> Bool {
-      guard name.hasPrefix(prefix) else { return false }
-      let digits = name.utf8.dropFirst(prefix.utf8.count)
-      return (1...10).contains(digits.count) && digits.allSatisfy { (0x30...0x39).contains($0) }
-        && (digits.count == 1 || digits.first != 0x30)
-    }
-    switch kind {
-    case .virtio: return number(after: "virtio")
-    case .vmware: return name == "vmw_balloon"
-    case .xen: return number(after: "xen_memory")
-    case .hyperv:
-      let groups = name.split(separator: "-", omittingEmptySubsequences: false)
-      return groups.map(\.utf8.count) == [8, 4, 4, 4, 12]
-        && groups.allSatisfy {
-          $0.utf8.allSatisfy { (0x30...0x39).contains($0) || (0x61...0x66).contains($0) }
-        }
-    }
+    kind.driver.isValid(name: name)
   }
 }
 
@@ -125,12 +108,14 @@ public struct DaemonState: Sendable, Equatable {
       ("readmit_not_before_boottime", optionalNumber(hold.readmitNotBefore)),
       ("backoff_seconds", .number(hold.backoffSeconds)),
       ("blind_readmit_at_boottime", optionalNumber(hold.blindReadmitAt)),
-      ("xen_written_target_kib", .optional(hold.xenWrittenTargetKiB)),
-      ("xen_host_balloon_target_bytes", .optional(hold.xenHostBalloonTargetBytes)),
-      ("releases", .integer(UInt64(max(0, hold.releases)))),
     ]
+    // The kind's own memory of the hold (Xen: the target_kb it wrote).
+    members += record.kind.driver.holdJSON(hold)
+    members.append(("releases", .integer(UInt64(max(0, hold.releases)))))
     if let decision = record.lastDecision {
-      members.append(("last_decision", DecisionJSON.json(decision, at: record.lastDecisionAt)))
+      members.append(
+        ("last_decision", DecisionJSON.json(decision, kind: record.kind, at: record.lastDecisionAt))
+      )
     } else {
       members.append(("last_decision", .null))
     }
@@ -189,10 +174,7 @@ public struct DaemonState: Sendable, Equatable {
       "readmit_not_before_boottime", StateRange.boottime)
     hold.blindReadmitAt = try fields.optionalSeconds(
       "blind_readmit_at_boottime", StateRange.boottime)
-    hold.xenWrittenTargetKiB = try fields.optionalInteger(
-      "xen_written_target_kib", StateRange.kibibytes)
-    hold.xenHostBalloonTargetBytes = try fields.optionalInteger(
-      "xen_host_balloon_target_bytes", StateRange.bytes)
+    try kind.driver.parseHold(fields, into: &hold)
     hold.releases = Int(try fields.optionalInteger("releases", StateRange.releases) ?? 0)
     // Informational only (what the path was when written): nothing acts on
     // it; the device is found again by discovery.
@@ -234,7 +216,7 @@ public enum StateRange {
 /// The members of one object of the state file, each read as untrusted
 /// input: the type, the range and the text are checked, and a failure names
 /// the file and the field (`balloons[0].backoff_seconds`).
-struct StateFields {
+public struct StateFields {
   let value: JSONValue
   let path: String
   let prefix: String
@@ -273,7 +255,7 @@ struct StateFields {
     try integer(field, required(field), range)
   }
 
-  func optionalInteger(_ field: String, _ range: ClosedRange<UInt64>) throws(SourceError)
+  public func optionalInteger(_ field: String, _ range: ClosedRange<UInt64>) throws(SourceError)
     -> UInt64?
   {
     guard let member = optional(field) else { return nil }
@@ -396,7 +378,11 @@ struct StateFields {
 
 /// `{"action":…,"balloon":…,"reason":…}` plus set_target's numbers.
 public enum DecisionJSON {
-  public static func json(_ decision: Decision, at: Int64? = nil) -> JSONValue {
+  /// `kind`: the balloon's, which names a set_target's number (nil: the
+  /// registered driver that has one).
+  public static func json(_ decision: Decision, kind: BalloonKind? = nil, at: Int64? = nil)
+    -> JSONValue
+  {
     var members: [(String, JSONValue)] = [
       ("action", .string(decision.action.rawValue)),
       ("balloon", .string(decision.balloon)),
@@ -404,10 +390,17 @@ public enum DecisionJSON {
     ]
     if decision.action == .setTarget {
       members.append(("balloon_target_bytes", .optional(decision.balloonTargetBytes)))
-      members.append(("target_kb", .optional(decision.xenTargetKiB)))
+      members.append((leverArgumentName(kind), .optional(decision.leverArgument)))
     }
     if let at { members.append(("at", .signed(at))) }
     return .object(members)
+  }
+
+  /// The member naming the number a set_target writes: the kind's driver
+  /// names it (Xen: `target_kb`).
+  static func leverArgumentName(_ kind: BalloonKind?) -> String {
+    kind?.driver.leverArgumentName
+      ?? BalloonDrivers.all.lazy.compactMap(\.leverArgumentName).first ?? "lever_argument"
   }
 
   /// A saved decision, checked like the rest of the state file.
@@ -419,7 +412,9 @@ public enum DecisionJSON {
       action, balloon: try fields.balloonName("balloon", kind: kind),
       reason: try fields.text("reason"),
       balloonTargetBytes: try fields.optionalInteger("balloon_target_bytes", StateRange.bytes),
-      xenTargetKiB: try fields.optionalInteger("target_kb", StateRange.kibibytes))
+      leverArgument: try kind.driver.leverArgumentName.flatMap { name throws(SourceError) in
+        try fields.optionalInteger(name, StateRange.kibibytes)
+      })
   }
 }
 
