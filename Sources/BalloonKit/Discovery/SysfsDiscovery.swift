@@ -4,10 +4,11 @@ import SystemPackage
 /// a fixture, or `/`), without libudev. `UdevDiscovery` must give the same
 /// answer on the same tree:
 ///
-/// * virtio: `/sys/bus/virtio/devices/*` whose `device` is `0x0005`.
-/// * VMware: `/sys/module/vmw_balloon` exists (the driver is not a bus device).
-/// * Xen: `/sys/devices/system/xen_memory/xen_memory0` exists.
-/// * Hyper-V: `/sys/bus/vmbus/devices/*` whose `class_id` is Dynamic Memory's.
+/// Each kind's driver (Drivers/) matches its own balloons, with the helpers
+/// here: virtio by `/sys/bus/virtio/devices/*` whose `device` is `0x0005`,
+/// VMware by `/sys/module/vmw_balloon`, Xen by
+/// `/sys/devices/system/xen_memory/xen_memory0`, Hyper-V by
+/// `/sys/bus/vmbus/devices/*` whose `class_id` is Dynamic Memory's.
 ///
 /// Paths in the result are kernel paths (`/sys/devices/…`), links resolved
 /// lexically, never below `root`. No balloon is `[]`. Sorted by kind
@@ -40,55 +41,6 @@ public struct SysfsDiscovery: Sendable {
     let right = BalloonKind.allCases.firstIndex(of: rhs.kind) ?? 0
     if left != right { return left < right }
     return lhs.name < rhs.name
-  }
-
-  // MARK: Kinds (called by their drivers)
-
-  func virtio() throws(SourceError) -> [BalloonDevice] {
-    guard let names = try SystemFile.list(root.path(Self.virtioDevices)) else { return [] }
-    var found: [BalloonDevice] = []
-    for name in names {
-      let sysPath = resolve(directory: Self.virtioDevices, entry: name)
-      guard let id = try attribute(sysPath + "/device") else { continue }
-      guard let value = KernelText.hexadecimal(id) else {
-        throw .malformed(
-          root.path(sysPath + "/device").string, "\"\(id.prefix(40))\" is not a 0x hex number")
-      }
-      guard value == Self.virtioBalloonID else { continue }
-      var bits: [Int] = []
-      if let text = try attribute(sysPath + "/features") {
-        guard let decoded = VirtioFeature.bits(fromSysfs: text) else {
-          throw .malformed(
-            root.path(sysPath + "/features").string,
-            "\"\(text.prefix(40))\" is not a string of 0 and 1")
-        }
-        bits = decoded
-      }
-      let parent = FilePath(sysPath).removingLastComponent()
-      var pciAddress: String?
-      if let subsystem = SystemFile.readLink(root.path(parent.string + "/subsystem")),
-        subsystem.hasSuffix("/bus/pci"), let last = parent.lastComponent
-      {
-        pciAddress = last.string
-      }
-      found.append(
-        BalloonDevice(
-          kind: .virtio, name: name, sysPath: sysPath, driver: driver(of: sysPath),
-          featureBits: bits, pciAddress: pciAddress))
-    }
-    return found
-  }
-
-  func hyperV() throws(SourceError) -> [BalloonDevice] {
-    guard let names = try SystemFile.list(root.path(Self.vmbusDevices)) else { return [] }
-    var found: [BalloonDevice] = []
-    for name in names {
-      let sysPath = resolve(directory: Self.vmbusDevices, entry: name)
-      guard try attribute(sysPath + "/class_id") == Self.hyperVClassID else { continue }
-      found.append(
-        BalloonDevice(kind: .hyperv, name: name, sysPath: sysPath, driver: driver(of: sysPath)))
-    }
-    return found
   }
 
   // MARK: Helpers

@@ -9,7 +9,20 @@ public struct HyperVDriver: BalloonDriver {
   public static let targetReason = "Hyper-V exposes no target (the host sends balloon requests)"
 
   public func discover(_ sysfs: SysfsDiscovery) throws(SourceError) -> [BalloonDevice] {
-    try sysfs.hyperV()
+    guard let names = try SystemFile.list(sysfs.root.path(SysfsDiscovery.vmbusDevices)) else {
+      return []
+    }
+    var found: [BalloonDevice] = []
+    for name in names {
+      let sysPath = sysfs.resolve(directory: SysfsDiscovery.vmbusDevices, entry: name)
+      guard try sysfs.attribute(sysPath + "/class_id") == SysfsDiscovery.hyperVClassID else {
+        continue
+      }
+      found.append(
+        BalloonDevice(
+          kind: .hyperv, name: name, sysPath: sysPath, driver: sysfs.driver(of: sysPath)))
+    }
+    return found
   }
 
   /// A vmbus instance GUID, lower-case hex.
@@ -73,5 +86,18 @@ public struct HyperVDriver: BalloonDriver {
     throws(ActuatorError)
   {
     throw ActuatorError("hyperv balloons have no lever (see alert)")
+  }
+}
+
+extension HyperVDriver: UdevMatching {
+  /// Subsystem `vmbus` with the Dynamic Memory `class_id`.
+  func discover(_ udev: Udev) throws(SourceError) -> [BalloonDevice] {
+    let enumerator = try udev.enumerator()
+    try enumerator.match(subsystem: "vmbus")
+    try enumerator.match(sysattr: "class_id", value: UdevBalloonIDs.hyperVClassID)
+    return try enumerator.devices().map { device in
+      BalloonDevice(
+        kind: .hyperv, name: device.sysname, sysPath: device.syspath, driver: device.driver)
+    }
   }
 }

@@ -94,3 +94,19 @@ public struct VMwareDriver: BalloonDriver {
     }
   }
 }
+
+extension VMwareDriver: UdevMatching {
+  /// The module `/sys/module/vmw_balloon` (it is not a bus device).
+  func discover(_ udev: Udev) throws(SourceError) -> [BalloonDevice] {
+    try vmware(udev).map { [$0] } ?? []
+  }
+
+  func vmware(_ udev: Udev) throws(SourceError) -> BalloonDevice? {
+    // libudev maps the pseudo-subsystem "module" to /sys/module/<name>.
+    guard let module = try udev.device(subsystem: "module", sysname: UdevBalloonIDs.vmwModule)
+    else { return nil }
+    return BalloonDevice(
+      kind: .vmware, name: module.sysname, sysPath: module.syspath,
+      driver: UdevBalloonIDs.vmwModule)
+  }
+}

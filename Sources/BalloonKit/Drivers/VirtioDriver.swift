@@ -12,7 +12,41 @@ public struct VirtioDriver: BalloonDriver {
   public static let driverDirectory = "/sys/bus/virtio/drivers/virtio_balloon"
 
   public func discover(_ sysfs: SysfsDiscovery) throws(SourceError) -> [BalloonDevice] {
-    try sysfs.virtio()
+    guard let names = try SystemFile.list(sysfs.root.path(SysfsDiscovery.virtioDevices)) else {
+      return []
+    }
+    var found: [BalloonDevice] = []
+    for name in names {
+      let sysPath = sysfs.resolve(directory: SysfsDiscovery.virtioDevices, entry: name)
+      guard let id = try sysfs.attribute(sysPath + "/device") else { continue }
+      guard let value = KernelText.hexadecimal(id) else {
+        throw .malformed(
+          sysfs.root.path(sysPath + "/device").string, "\"\(id.prefix(40))\" is not a 0x hex number"
+        )
+      }
+      guard value == SysfsDiscovery.virtioBalloonID else { continue }
+      var bits: [Int] = []
+      if let text = try sysfs.attribute(sysPath + "/features") {
+        guard let decoded = VirtioFeature.bits(fromSysfs: text) else {
+          throw .malformed(
+            sysfs.root.path(sysPath + "/features").string,
+            "\"\(text.prefix(40))\" is not a string of 0 and 1")
+        }
+        bits = decoded
+      }
+      let parent = FilePath(sysPath).removingLastComponent()
+      var pciAddress: String?
+      if let subsystem = SystemFile.readLink(sysfs.root.path(parent.string + "/subsystem")),
+        subsystem.hasSuffix("/bus/pci"), let last = parent.lastComponent
+      {
+        pciAddress = last.string
+      }
+      found.append(
+        BalloonDevice(
+          kind: .virtio, name: name, sysPath: sysPath, driver: sysfs.driver(of: sysPath),
+          featureBits: bits, pciAddress: pciAddress))
+    }
+    return found
   }
 
   public func isValid(name: String) -> Bool { BalloonNames.numbered(name, after: "virtio") }
@@ -96,5 +130,32 @@ enum BalloonNames {
     let digits = name.utf8.dropFirst(prefix.utf8.count)
     return (1...10).contains(digits.count) && digits.allSatisfy { (0x30...0x39).contains($0) }
       && (digits.count == 1 || digits.first != 0x30)
+  }
+}
+
+extension VirtioDriver: UdevMatching {
+  /// Subsystem `virtio` with `device` == `0x0005`.
+  func discover(_ udev: Udev) throws(SourceError) -> [BalloonDevice] {
+    let enumerator = try udev.enumerator()
+    try enumerator.match(subsystem: "virtio")
+    try enumerator.match(sysattr: "device", value: UdevBalloonIDs.virtioDeviceID)
+    var found: [BalloonDevice] = []
+    for device in try enumerator.devices() {
+      var bits: [Int] = []
+      if let text = device.sysattr("features") {
+        guard let decoded = VirtioFeature.bits(fromSysfs: text) else {
+          throw .malformed(
+            device.syspath + "/features", "\"\(text.prefix(40))\" is not a string of 0 and 1")
+        }
+        bits = decoded
+      }
+      var pciAddress: String?
+      if let parent = device.parent, parent.subsystem == "pci" { pciAddress = parent.sysname }
+      found.append(
+        BalloonDevice(
+          kind: .virtio, name: device.sysname, sysPath: device.syspath, driver: device.driver,
+          featureBits: bits, pciAddress: pciAddress))
+    }
+    return found
   }
 }

@@ -245,3 +245,20 @@ extension BalloonObservation {
       unreadable: unreadable)
   }
 }
+
+extension XenDriver: UdevMatching {
+  /// `xen_memory0` in subsystem `xen_memory`; the built-in driver is not
+  /// bound to it, so the driver is always `xen-balloon`.
+  func discover(_ udev: Udev) throws(SourceError) -> [BalloonDevice] {
+    try xen(udev).map { [$0] } ?? []
+  }
+
+  func xen(_ udev: Udev) throws(SourceError) -> BalloonDevice? {
+    guard
+      let device = try udev.device(
+        subsystem: UdevBalloonIDs.xenSubsystem, sysname: UdevBalloonIDs.xenDevice)
+    else { return nil }
+    return BalloonDevice(
+      kind: .xen, name: device.sysname, sysPath: device.syspath, driver: UdevBalloonIDs.xenDriver)
+  }
+}
