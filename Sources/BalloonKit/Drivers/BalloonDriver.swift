@@ -145,22 +145,27 @@ extension BalloonDriver {
 /// The drivers balloonctl knows, in discovery order. Tests may register
 /// another (a fixture-only kind), as a new driver file would be added here.
 public enum BalloonDrivers {
-  private static let registry = Mutex<[any BalloonDriver]>([
+  /// The built-in kinds, looked up without a lock (every tick asks).
+  static let builtIn: [any BalloonDriver] = [
     VirtioDriver(), VMwareDriver(), XenDriver(), HyperVDriver(),
-  ])
+  ]
+  /// Drivers registered after them.
+  private static let registered = Mutex<[any BalloonDriver]>([])
 
-  public static var all: [any BalloonDriver] { registry.withLock { $0 } }
+  public static var all: [any BalloonDriver] { builtIn + registered.withLock { $0 } }
 
   /// Adds a driver after the built-in ones (a no-op for a kind already known).
   public static func register(_ driver: any BalloonDriver) {
-    registry.withLock { drivers in
+    guard !builtIn.contains(where: { $0.kind == driver.kind }) else { return }
+    registered.withLock { drivers in
       guard !drivers.contains(where: { $0.kind == driver.kind }) else { return }
       drivers.append(driver)
     }
   }
 
   public static func driver(for kind: BalloonKind) -> any BalloonDriver {
-    registry.withLock { drivers in
+    if let driver = builtIn.first(where: { $0.kind == kind }) { return driver }
+    return registered.withLock { drivers in
       drivers.first { $0.kind == kind } ?? UnknownDriver(kind: kind)
     }
   }

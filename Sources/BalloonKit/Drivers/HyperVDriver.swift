@@ -61,7 +61,9 @@ public struct HyperVDriver: BalloonDriver {
   public func decide(
     _ o: BalloonObservation, limit: UInt64, state: HoldState, now: Double, config: PolicyConfig
   ) -> (Decision, HoldState) {
-    Policy.alertOnly(o, limit: limit, state: state) { .hypervOver(current: $0, limit: $1) }
+    Policy.alertOnly(o, limit: limit, state: state) {
+      .kind(KindReason(HyperVReason.over(current: $0, limit: $1)))
+    }
   }
 
   public func giveBack(_ o: BalloonObservation, state: HoldState, config: PolicyConfig) -> (
@@ -75,7 +77,7 @@ public struct HyperVDriver: BalloonDriver {
   public func resumedHoldProblem(
     _ hold: HoldState, device: BalloonDevice, observation: BalloonObservation
   ) -> ResumedHoldProblem? {
-    .neverHeld
+    .kind(KindReason(HyperVReason.neverHeld))
   }
 
   public func leverAvailable(_ device: BalloonDevice, held: Bool, actuators: Actuators) -> Bool {
@@ -98,6 +100,20 @@ extension HyperVDriver: UdevMatching {
     return try enumerator.devices().map { device in
       BalloonDevice(
         kind: .hyperv, name: device.sysname, sysPath: device.syspath, driver: device.driver)
+    }
+  }
+}
+
+/// Why the Hyper-V driver alerts.
+public enum HyperVReason: KindReasonValue, Equatable {
+  case over(current: UInt64, limit: UInt64)
+  case neverHeld
+
+  public var description: String {
+    switch self {
+    case .neverHeld: "the state file says held, but Hyper-V balloons are never held"
+    case .over(let current, let limit):
+      "current \(ByteFormat.human(current)) exceeds the limit \(ByteFormat.human(limit)); Hyper-V has no safe lever (unbinding hv_balloon loses the pages until reboot)"
     }
   }
 }

@@ -32,7 +32,7 @@ public struct VMwareDriver: BalloonDriver {
   }
 
   /// debugfs `vmmemctl`; without it, `Balloon:` (≥ 6.15) for the current
-  /// size, which misses 2 MiB balloon pages (docs/kernel-interfaces.md).
+  /// size, which misses 2 MiB balloon pages (§1.6).
   public func read(_ device: BalloonDevice, _ context: ReadContext) throws(SourceError)
     -> BalloonReading
   {

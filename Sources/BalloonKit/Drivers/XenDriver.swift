@@ -70,7 +70,10 @@ public struct XenDriver: BalloonDriver {
     func setTarget(_ balloon: UInt64, _ reason: Decision.Reason) -> (Decision, HoldState) {
       let kib = Self.targetKiB(reservation: xen.reservationBytes, balloon: balloon)
       guard o.leverAvailable else {
-        return (Decision(.alert, balloon: name, why: .notWritable(reason)), state)
+        return (
+          Decision(.alert, balloon: name, why: .kind(KindReason(XenReason.notWritable(reason)))),
+          state
+        )
       }
       var next = state
       let restoresHost = balloon >= hostWish
@@ -87,7 +90,7 @@ public struct XenDriver: BalloonDriver {
     }
 
     if target > limit {
-      return setTarget(limit, .xenHoldAtLimit(target: target, limit: limit))
+      return setTarget(limit, .xen(.holdAtLimit(target: target, limit: limit)))
     }
     if ours {
       let desired = min(hostWish, limit)
@@ -96,11 +99,13 @@ public struct XenDriver: BalloonDriver {
         return setTarget(
           desired,
           desired == hostWish
-            ? .xenRestore(hostTarget: hostWish) : .xenRaise(limit: limit, hostTarget: hostWish))
+            ? .xen(.restore(hostTarget: hostWish))
+            : .xen(.raise(limit: limit, hostTarget: hostWish)))
       }
       return (
         Decision(
-          .none, balloon: name, why: .xenHeldAt(target: target, hostTarget: hostWish, limit: limit)),
+          .none, balloon: name,
+          why: .xen(.heldAt(target: target, hostTarget: hostWish, limit: limit))),
         state
       )
     }
@@ -117,13 +122,13 @@ public struct XenDriver: BalloonDriver {
     var released = config.freshState
     released.releases = state.releases
     guard o.unreadable == nil, let xen = o.payload as? XenObservation else {
-      return (Decision(.none, balloon: o.name, why: .exitBlocked(.hostTargetUnknown)), state)
+      return (Decision(.none, balloon: o.name, why: .exitBlocked(hostTargetUnknown)), state)
     }
     guard state.xenWrittenTargetKiB == xen.targetKiB else {
-      return (Decision(.none, balloon: o.name, why: .exitTargetNotOurs), released)
+      return (Decision(.none, balloon: o.name, why: .xen(.exitTargetNotOurs)), released)
     }
     guard let wish = state.xenHostBalloonTargetBytes else {
-      return (Decision(.none, balloon: o.name, why: .exitBlocked(.hostTargetUnknown)), state)
+      return (Decision(.none, balloon: o.name, why: .exitBlocked(hostTargetUnknown)), state)
     }
     return (
       Decision(
@@ -132,6 +137,8 @@ public struct XenDriver: BalloonDriver {
       released
     )
   }
+
+  var hostTargetUnknown: KindReason { KindReason(XenReason.hostTargetUnknown) }
 
   /// target_kb for a balloon of `balloon` bytes: the reservation minus the
   /// balloon, rounded up, so the balloon's target lands at or below it.
@@ -146,7 +153,7 @@ public struct XenDriver: BalloonDriver {
     let written = hold.xenWrittenTargetKiB
     let observed = (observation.payload as? XenObservation)?.targetKiB
     return written != nil && written == observed
-      ? nil : .xenTarget(written: written, observed: observed)
+      ? nil : .kind(KindReason(XenReason.notOurTarget(written: written, observed: observed)))
   }
 
   public func heldDetail(_ hold: HoldState) -> [String]? {
@@ -186,6 +193,47 @@ public struct XenDriver: BalloonDriver {
       hold.payload = XenHold(writtenTargetKiB: written, hostBalloonTargetBytes: wish)
     }
   }
+}
+
+/// Why the Xen driver decided what it did.
+public enum XenReason: KindReasonValue, Equatable {
+  case holdAtLimit(target: UInt64, limit: UInt64)
+  case restore(hostTarget: UInt64)
+  case raise(limit: UInt64, hostTarget: UInt64)
+  case heldAt(target: UInt64, hostTarget: UInt64, limit: UInt64)
+  case notWritable(Decision.Reason)
+  /// A resumed hold whose target_kb is not the one written.
+  case notOurTarget(written: UInt64?, observed: UInt64?)
+  /// Stopping: the toolstack set a target since; it stands.
+  case exitTargetNotOurs
+  /// Stopping: the host's target cannot be restored (unknown or unreadable).
+  case hostTargetUnknown
+
+  public var description: String {
+    let h = ByteFormat.human
+    switch self {
+    case .holdAtLimit(let target, let limit):
+      return "balloon target \(h(target)) exceeds the limit \(h(limit)); holding it at the limit"
+    case .restore(let host):
+      return "the host's target \(h(host)) is under the limit again; restoring it"
+    case .raise(let limit, let host):
+      return "the limit rose to \(h(limit)); raising the balloon toward the host's \(h(host))"
+    case .heldAt(let target, let host, let limit):
+      return "held at \(h(target)) (host asked for \(h(host)), limit \(h(limit)))"
+    case .notWritable(let inner): return "\(inner); target_kb not writable"
+    case .exitTargetNotOurs:
+      return "target_kb is no longer the one balloonctl wrote; left as the host set it"
+    case .hostTargetUnknown:
+      return "the host's target is not known; target_kb left as is"
+    case .notOurTarget(let written, let observed):
+      return
+        "the state file says held at target_kb \(written.map { "\($0)" } ?? "unknown"), but target_kb is \(observed.map { "\($0)" } ?? "unreadable")"
+    }
+  }
+}
+
+extension Decision.Reason {
+  static func xen(_ reason: XenReason) -> Self { .kind(KindReason(reason)) }
 }
 
 /// Xen's facts in an observation: the memory the domain has with no balloon

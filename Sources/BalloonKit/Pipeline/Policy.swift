@@ -124,18 +124,12 @@ public struct Decision: Sendable, Equatable {
     case readmitBlind(backoff: Double)
     case noLever(Reason)
     case targetUnknown
-    case xenHoldAtLimit(target: UInt64, limit: UInt64)
-    case xenRestore(hostTarget: UInt64)
-    case xenRaise(limit: UInt64, hostTarget: UInt64)
-    case xenHeldAt(target: UInt64, hostTarget: UInt64, limit: UInt64)
-    case notWritable(Reason)
-    case hypervOver(current: UInt64, limit: UInt64)
+    /// A reason only one kind gives, structured and rendered by its driver.
+    case kind(KindReason)
     /// Stopping with `--on-exit readmit`.
     case exiting
-    /// Stopping: Xen's target_kb is not the one balloonctl wrote; the host's stands.
-    case exitTargetNotOurs
     /// Stopping: the balloon cannot be given back safely (the caller reports a failure).
-    case exitBlocked(ExitProblem)
+    case exitBlocked(KindReason)
     case text(String)
 
     public var description: String {
@@ -175,21 +169,8 @@ public struct Decision: Sendable, Equatable {
           "target unknown; back-off of \(Reason.seconds(backoff)) elapsed, re-admitting (released again if it crosses)"
       case .noLever(let inner): return "\(inner); no lever available"
       case .targetUnknown: return "target unknown"
-      case .xenHoldAtLimit(let target, let limit):
-        return "balloon target \(h(target)) exceeds the limit \(h(limit)); holding it at the limit"
-      case .xenRestore(let host):
-        return "the host's target \(h(host)) is under the limit again; restoring it"
-      case .xenRaise(let limit, let host):
-        return "the limit rose to \(h(limit)); raising the balloon toward the host's \(h(host))"
-      case .xenHeldAt(let target, let host, let limit):
-        return "held at \(h(target)) (host asked for \(h(host)), limit \(h(limit)))"
-      case .notWritable(let inner): return "\(inner); target_kb not writable"
-      case .hypervOver(let current, let limit):
-        return
-          "current \(h(current)) exceeds the limit \(h(limit)); Hyper-V has no safe lever (unbinding hv_balloon loses the pages until reboot)"
+      case .kind(let reason): return reason.description
       case .exiting: return "stopping with --on-exit readmit"
-      case .exitTargetNotOurs:
-        return "target_kb is no longer the one balloonctl wrote; left as the host set it"
       case .exitBlocked(let problem): return problem.description
       case .text(let text): return text
       }
@@ -203,15 +184,6 @@ public struct Decision: Sendable, Equatable {
       case .currentOverLimit, .crossedWithTarget: return .reactive
       case .noLever(let inner): return inner.trigger
       default: return nil
-      }
-    }
-
-    public enum ExitProblem: Sendable, Equatable, CustomStringConvertible {
-      case hostTargetUnknown
-      public var description: String {
-        switch self {
-        case .hostTargetUnknown: "the host's target is not known; target_kb left as is"
-        }
       }
     }
 
@@ -232,6 +204,26 @@ public struct Decision: Sendable, Equatable {
       return whole >= 120 && whole % 60 == 0 ? "\(whole / 60) min" : "\(whole) s"
     }
   }
+}
+
+/// A reason only one kind gives (Xen's partial hold, Hyper-V's missing
+/// lever): its driver's own structured value, compared and rendered by it.
+public struct KindReason: Sendable, Equatable, CustomStringConvertible {
+  public let value: any KindReasonValue
+
+  public init(_ value: any KindReasonValue) { self.value = value }
+
+  public var description: String { value.description }
+
+  public static func == (lhs: Self, rhs: Self) -> Bool { lhs.value.isEqual(to: rhs.value) }
+}
+
+public protocol KindReasonValue: Sendable, CustomStringConvertible {
+  func isEqual(to other: any KindReasonValue) -> Bool
+}
+
+extension KindReasonValue where Self: Equatable {
+  public func isEqual(to other: any KindReasonValue) -> Bool { (other as? Self) == self }
 }
 
 /// The daemon's memory of one balloon between ticks (and across restarts:

@@ -129,18 +129,18 @@ public struct TickPolicy: Sendable {
 /// Why a hold resumed from the state file is not ours.
 public enum ResumedHoldProblem: Sendable, Equatable, CustomStringConvertible {
   case bound(driver: String?)
-  case xenTarget(written: UInt64?, observed: UInt64?)
   case neverHeld
+  /// One kind's own reason, from its driver.
+  case kind(KindReason)
 
   public var description: String {
     switch self {
     case .bound(let driver):
       return "the state file says held, but it is bound to \(driver ?? "a driver")"
-    case .xenTarget(let written, let observed):
-      return
-        "the state file says held at target_kb \(written.map { "\($0)" } ?? "unknown"), but target_kb is \(observed.map { "\($0)" } ?? "unreadable")"
+    case .kind(let reason):
+      return reason.description
     case .neverHeld:
-      return "the state file says held, but Hyper-V balloons are never held"
+      return "the state file says held, but balloons of this kind are never held"
     }
   }
 }

@@ -342,12 +342,12 @@ struct PolicyTests {
       name: "Xen held, target_kb set by the toolstack since: left as the host set it",
       observation: xen(targetKiB: 3500 * 1024),
       state: xenHeld(written: 3000 * 1024, wish: 1024 * MiB),
-      action: .none, why: .exitTargetNotOurs, heldAfter: false),
+      action: .none, why: .kind(KindReason(XenReason.exitTargetNotOurs)), heldAfter: false),
     ExitCase(
       name: "Xen held, unreadable: blocked, hold kept",
       observation: xen(targetKiB: nil, unreadable: true),
       state: xenHeld(written: 3000 * 1024, wish: 1024 * MiB),
-      action: .none, why: .exitBlocked(.hostTargetUnknown), heldAfter: true),
+      action: .none, why: .exitBlocked(KindReason(XenReason.hostTargetUnknown)), heldAfter: true),
   ]
 
   @Test("exiting gives every hold back, and decides nothing else", arguments: exitCases)
