@@ -18,10 +18,12 @@ public final class Recorder {
   private var lastLogged: [String: Decision.Action] = [:]
   /// Per balloon key, the read error last logged (logged again only when it changes).
   private var loggedUnreadable: [String: String] = [:]
-  /// The limit the state file holds, and when it was last written (boot
-  /// time): a moved limit rewrites it at most once per interval, so `status`
-  /// shows a hold's re-admit threshold as of the latest tick.
-  private var savedLimitBytes: UInt64?
+  /// The limit the state file holds, in whole MiB, and when it was last
+  /// written (boot time): a limit that moved by a MiB or more rewrites it at
+  /// most once per interval, so `status` shows a hold's re-admit threshold as
+  /// of the latest tick. Page-level jitter (PageTables, SUnreclaim move
+  /// every tick) does not rewrite it, as it does not rewrite the metrics.
+  private var savedLimitMiB: UInt64?
   private var lastSaved = -Double.infinity
 
   public init(
@@ -46,7 +48,7 @@ public final class Recorder {
 
   /// Whether this tick should rewrite the state file for a moved limit alone.
   public func limitRefreshDue(_ limitBytes: UInt64, now: Double) -> Bool {
-    store != nil && savedLimitBytes != limitBytes && now - lastSaved >= intervalSeconds
+    store != nil && savedLimitMiB != limitBytes >> 20 && now - lastSaved >= intervalSeconds
   }
 
   /// Records one tick: read errors, each outcome's hold and decision, the
@@ -205,7 +207,7 @@ public final class Recorder {
     state.updatedAt = wall
     state.updatedBoottime = now
     try store?.save(state)
-    savedLimitBytes = state.limitBytes
+    savedLimitMiB = state.limitBytes.map { $0 >> 20 }
     lastSaved = now
   }
 }

@@ -237,6 +237,17 @@ struct ControllerTests {
     // The limit stays: a steady tick writes nothing, however long after.
     _ = try controller.tick(now: 200, wall: 1100)
     #expect(try h.store.load() == after)
+
+    // Page-level jitter of the limit (kernel memory moves every tick) is
+    // not a move: 8 KiB more page tables write nothing.
+    let pageTables = try h.guest.text("/proc/meminfo").split(separator: "\n")
+      .first { $0.hasPrefix("PageTables:") }
+    let kiB = try #require(
+      pageTables?.split(separator: " ").dropFirst().first.flatMap { UInt64($0) })
+    try h.guest.set("/proc/meminfo", key: "PageTables", to: "      \(kiB + 8) kB")
+    #expect(try h.limit() != moved)
+    _ = try controller.tick(now: 300, wall: 1200)
+    #expect(try h.store.load() == after)
   }
 
   @Test("crash safety: a restarted daemon resumes the hold without a second unbind, then re-admits")
