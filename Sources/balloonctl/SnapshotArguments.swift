@@ -29,9 +29,7 @@ struct SnapshotArguments: ParsableArguments {
 
   /// discover → read → account → limit, once, for `status` and `limit`.
   func snapshot(root: Root) throws -> GuestSnapshot {
-    let options = try options(root: root)
-    let devices = try Discovery.discover(root: root)
-    return try GuestSnapshotReader.read(root: root, devices: devices, options: options)
+    try GuestSnapshotReader.read(root: root, options: try options(root: root))
   }
 
   func options(root: Root, scanProcesses: Bool = true) throws -> SnapshotOptions {

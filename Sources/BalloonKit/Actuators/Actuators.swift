@@ -66,10 +66,11 @@ public struct SpawnRunner: CommandRunner {
   }
 }
 
-/// The only code in balloonctl that changes the system. Each lever is one
-/// write (or one modprobe), below `root`: tests point it at a copy of a
-/// fixture tree, so no test can reach a real device. The daemon builds one
-/// with the live root only in enforce mode.
+/// The only code in balloonctl that changes the system: the levers each
+/// kind's driver pulls (Drivers/) go through its two primitives, one write
+/// of a kernel attribute or one modprobe, below `root`: tests point it at a
+/// copy of a fixture tree, so no test can reach a real device. The daemon
+/// builds one with the live root only in enforce mode.
 ///
 /// | kind    | release                          | readmit                        |
 /// |---------|----------------------------------|--------------------------------|
@@ -86,7 +87,7 @@ public struct Actuators: Sendable {
   public var enabledLevers: Set<BalloonKind>
   public var runner: any CommandRunner
 
-  public static let virtioDriverDirectory = "/sys/bus/virtio/drivers/virtio_balloon"
+  public static let virtioDriverDirectory = VirtioDriver.driverDirectory
 
   public init(
     root: Root, modprobe: String = "/sbin/modprobe", vmwShrinker: Bool = false,
@@ -104,54 +105,23 @@ public struct Actuators: Sendable {
   /// policy's "alert instead" when it is not.
   public func leverAvailable(for device: BalloonDevice, held: Bool) -> Bool {
     guard enabledLevers.contains(device.kind) else { return false }
-    switch device.kind {
-    case .virtio:
-      return SystemFile.exists(root.path(Actuators.virtioDriverDirectory + "/unbind"))
-    case .vmware:
-      // A built-in vmw_balloon has no initstate and cannot be unloaded.
-      let loadable = held || SystemFile.exists(root.path("/sys/module/vmw_balloon/initstate"))
-      return loadable && SystemFile.exists(root.path(modprobe))
-    case .xen:
-      return SystemFile.exists(root.path(device.sysPath + "/target_kb"))
-    case .hyperv:
-      return false
-    }
+    return device.kind.driver.leverAvailable(device, held: held, actuators: self)
+  }
+
+  /// Pulls the lever for `decision` on `device` (its kind's driver knows how).
+  public func act(_ decision: Decision, on device: BalloonDevice) throws(ActuatorError) {
+    try device.kind.driver.act(decision, on: device, actuators: self)
   }
 
   public func release(_ device: BalloonDevice) throws(ActuatorError) {
-    switch device.kind {
-    case .virtio:
-      try write(
-        device.name, to: Actuators.virtioDriverDirectory + "/unbind",
-        alreadyDone: .operationNotSupportedByDevice)
-    case .vmware:
-      try modprobe(["-r", "vmw_balloon"])
-    case .xen, .hyperv:
-      throw ActuatorError(
-        "\(device.kind.rawValue) balloons are not released; see set_target / alert")
-    }
+    try act(Decision(.release, balloon: device.name, why: .text("release")), on: device)
   }
 
   public func readmit(_ device: BalloonDevice) throws(ActuatorError) {
-    switch device.kind {
-    case .virtio:
-      try write(
-        device.name, to: Actuators.virtioDriverDirectory + "/bind", alreadyDone: .resourceBusy)
-    case .vmware:
-      try modprobe(
-        ["vmw_balloon"] + (vmwShrinker ? ["vmwballoon_shrinker_enable=1"] : []))
-    case .xen, .hyperv:
-      throw ActuatorError("\(device.kind.rawValue) balloons are not re-admitted")
-    }
+    try act(Decision(.readmit, balloon: device.name, why: .text("readmit")), on: device)
   }
 
-  /// Xen: the domain's total reservation target, in KiB.
-  public func setXenTarget(_ device: BalloonDevice, kib: UInt64) throws(ActuatorError) {
-    guard device.kind == .xen else { throw ActuatorError("set_target is for Xen balloons only") }
-    try write(String(kib), to: device.sysPath + "/target_kb", alreadyDone: nil)
-  }
-
-  func modprobe(_ arguments: [String]) throws(ActuatorError) {
+  public func modprobe(_ arguments: [String]) throws(ActuatorError) {
     let status = try runner.run([root.path(modprobe).string] + arguments)
     guard status == 0 else {
       throw ActuatorError("\(modprobe) \(arguments.joined(separator: " ")) exited with \(status)")
@@ -161,7 +131,9 @@ public struct Actuators: Sendable {
   /// One write of `text` to an existing kernel attribute. `alreadyDone` is the
   /// errno that means the goal already holds (unbind of an unbound device:
   /// ENODEV; bind of a bound one: EBUSY).
-  func write(_ text: String, to kernelPath: String, alreadyDone: Errno?) throws(ActuatorError) {
+  public func write(_ text: String, to kernelPath: String, alreadyDone: Errno?)
+    throws(ActuatorError)
+  {
     let path = root.path(kernelPath)
     do {
       // As `echo value > attr` does: O_TRUNC (sysfs accepts it), and no

@@ -4,10 +4,11 @@ import SystemPackage
 /// a fixture, or `/`), without libudev. `UdevDiscovery` must give the same
 /// answer on the same tree:
 ///
-/// * virtio: `/sys/bus/virtio/devices/*` whose `device` is `0x0005`.
-/// * VMware: `/sys/module/vmw_balloon` exists (the driver is not a bus device).
-/// * Xen: `/sys/devices/system/xen_memory/xen_memory0` exists.
-/// * Hyper-V: `/sys/bus/vmbus/devices/*` whose `class_id` is Dynamic Memory's.
+/// Each kind's driver (Drivers/) matches its own balloons, with the helpers
+/// here: virtio by `/sys/bus/virtio/devices/*` whose `device` is `0x0005`,
+/// VMware by `/sys/module/vmw_balloon`, Xen by
+/// `/sys/devices/system/xen_memory/xen_memory0`, Hyper-V by
+/// `/sys/bus/vmbus/devices/*` whose `class_id` is Dynamic Memory's.
 ///
 /// Paths in the result are kernel paths (`/sys/devices/…`), links resolved
 /// lexically, never below `root`. No balloon is `[]`. Sorted by kind
@@ -26,19 +27,12 @@ public struct SysfsDiscovery: Sendable {
     self.root = root
   }
 
+  /// Each registered driver matches its own kind (Drivers/).
   public func discover() throws(SourceError) -> [BalloonDevice] {
-    var found = try virtio()
-    if SystemFile.exists(root.path(Self.vmwModule)) {
-      found.append(
-        BalloonDevice(
-          kind: .vmware, name: "vmw_balloon", sysPath: Self.vmwModule, driver: "vmw_balloon"))
+    var found: [BalloonDevice] = []
+    for driver in BalloonDrivers.all {
+      found += try driver.discover(self)
     }
-    if SystemFile.exists(root.path(Self.xenDevice)) {
-      found.append(
-        BalloonDevice(
-          kind: .xen, name: "xen_memory0", sysPath: Self.xenDevice, driver: "xen-balloon"))
-    }
-    found += try hyperV()
     return found.sorted(by: Self.order)
   }
 
@@ -49,61 +43,12 @@ public struct SysfsDiscovery: Sendable {
     return lhs.name < rhs.name
   }
 
-  // MARK: Kinds
-
-  func virtio() throws(SourceError) -> [BalloonDevice] {
-    guard let names = try SystemFile.list(root.path(Self.virtioDevices)) else { return [] }
-    var found: [BalloonDevice] = []
-    for name in names {
-      let sysPath = resolve(directory: Self.virtioDevices, entry: name)
-      guard let id = try attribute(sysPath + "/device") else { continue }
-      guard let value = KernelText.hexadecimal(id) else {
-        throw .malformed(
-          root.path(sysPath + "/device").string, "\"\(id.prefix(40))\" is not a 0x hex number")
-      }
-      guard value == Self.virtioBalloonID else { continue }
-      var bits: [Int] = []
-      if let text = try attribute(sysPath + "/features") {
-        guard let decoded = VirtioFeature.bits(fromSysfs: text) else {
-          throw .malformed(
-            root.path(sysPath + "/features").string,
-            "\"\(text.prefix(40))\" is not a string of 0 and 1")
-        }
-        bits = decoded
-      }
-      let parent = FilePath(sysPath).removingLastComponent()
-      var pciAddress: String?
-      if let subsystem = SystemFile.readLink(root.path(parent.string + "/subsystem")),
-        subsystem.hasSuffix("/bus/pci"), let last = parent.lastComponent
-      {
-        pciAddress = last.string
-      }
-      found.append(
-        BalloonDevice(
-          kind: .virtio, name: name, sysPath: sysPath, driver: driver(of: sysPath),
-          featureBits: bits, pciAddress: pciAddress))
-    }
-    return found
-  }
-
-  func hyperV() throws(SourceError) -> [BalloonDevice] {
-    guard let names = try SystemFile.list(root.path(Self.vmbusDevices)) else { return [] }
-    var found: [BalloonDevice] = []
-    for name in names {
-      let sysPath = resolve(directory: Self.vmbusDevices, entry: name)
-      guard try attribute(sysPath + "/class_id") == Self.hyperVClassID else { continue }
-      found.append(
-        BalloonDevice(kind: .hyperv, name: name, sysPath: sysPath, driver: driver(of: sysPath)))
-    }
-    return found
-  }
-
   // MARK: Helpers
 
   /// The kernel path of `directory/entry`: a bus entry is a relative link
   /// (`../../../devices/pci0000:00/0000:00:01.0/virtio0`), joined to the
   /// directory and normalized without following anything below `root`.
-  func resolve(directory: String, entry: String) -> String {
+  public func resolve(directory: String, entry: String) -> String {
     let path = directory + "/" + entry
     guard let link = SystemFile.readLink(root.path(path)) else { return path }
     let target = FilePath(link)
@@ -112,13 +57,13 @@ public struct SysfsDiscovery: Sendable {
   }
 
   /// The basename of the device's `driver` link; nil when unbound.
-  func driver(of sysPath: String) -> String? {
+  public func driver(of sysPath: String) -> String? {
     guard let link = SystemFile.readLink(root.path(sysPath + "/driver")) else { return nil }
     return FilePath(link).lastComponent?.string
   }
 
   /// A sysfs attribute without its newline; nil when absent.
-  func attribute(_ kernelPath: String) throws(SourceError) -> String? {
+  public func attribute(_ kernelPath: String) throws(SourceError) -> String? {
     let file = root.path(kernelPath)
     guard let bytes = try SystemFile.read(file) else { return nil }
     return try KernelText.attribute(bytes, path: file.string)

@@ -4,11 +4,8 @@
 /// or a udevd-managed system agrees with, and it shares its vocabulary with
 /// `BalloonEventMonitor`.
 ///
-/// * virtio: subsystem `virtio` with `device` == `0x0005`.
-/// * VMware: the module `/sys/module/vmw_balloon` (it is not a bus device).
-/// * Xen: `xen_memory0` in subsystem `xen_memory`; the built-in driver is
-///   not bound to it, so the driver is always `xen-balloon`.
-/// * Hyper-V: subsystem `vmbus` with the Dynamic Memory `class_id`.
+/// Each built-in kind's driver matches its own balloons (`UdevMatching`,
+/// in Drivers/).
 ///
 /// No balloon is an empty array, not an error.
 public struct UdevDiscovery: Sendable {
@@ -16,10 +13,11 @@ public struct UdevDiscovery: Sendable {
 
   public func discover() throws(SourceError) -> [BalloonDevice] {
     let udev = try Udev()
-    var found = try virtio(udev)
-    if let device = try vmware(udev) { found.append(device) }
-    if let device = try xen(udev) { found.append(device) }
-    found += try hyperV(udev)
+    var found: [BalloonDevice] = []
+    // Each driver matches its own kind (Drivers/).
+    for driver in BalloonDrivers.all {
+      if let matching = driver as? any UdevMatching { found += try matching.discover(udev) }
+    }
     return found.sorted(by: UdevDiscovery.order)
   }
 
@@ -31,60 +29,12 @@ public struct UdevDiscovery: Sendable {
     if left != right { return left < right }
     return lhs.name < rhs.name
   }
+}
 
-  // MARK: Kinds
-
-  func virtio(_ udev: Udev) throws(SourceError) -> [BalloonDevice] {
-    let enumerator = try udev.enumerator()
-    try enumerator.match(subsystem: "virtio")
-    try enumerator.match(sysattr: "device", value: UdevBalloonIDs.virtioDeviceID)
-    var found: [BalloonDevice] = []
-    for device in try enumerator.devices() {
-      var bits: [Int] = []
-      if let text = device.sysattr("features") {
-        guard let decoded = VirtioFeature.bits(fromSysfs: text) else {
-          throw .malformed(
-            device.syspath + "/features", "\"\(text.prefix(40))\" is not a string of 0 and 1")
-        }
-        bits = decoded
-      }
-      var pciAddress: String?
-      if let parent = device.parent, parent.subsystem == "pci" { pciAddress = parent.sysname }
-      found.append(
-        BalloonDevice(
-          kind: .virtio, name: device.sysname, sysPath: device.syspath, driver: device.driver,
-          featureBits: bits, pciAddress: pciAddress))
-    }
-    return found
-  }
-
-  func vmware(_ udev: Udev) throws(SourceError) -> BalloonDevice? {
-    // libudev maps the pseudo-subsystem "module" to /sys/module/<name>.
-    guard let module = try udev.device(subsystem: "module", sysname: UdevBalloonIDs.vmwModule)
-    else { return nil }
-    return BalloonDevice(
-      kind: .vmware, name: module.sysname, sysPath: module.syspath,
-      driver: UdevBalloonIDs.vmwModule)
-  }
-
-  func xen(_ udev: Udev) throws(SourceError) -> BalloonDevice? {
-    guard
-      let device = try udev.device(
-        subsystem: UdevBalloonIDs.xenSubsystem, sysname: UdevBalloonIDs.xenDevice)
-    else { return nil }
-    return BalloonDevice(
-      kind: .xen, name: device.sysname, sysPath: device.syspath, driver: UdevBalloonIDs.xenDriver)
-  }
-
-  func hyperV(_ udev: Udev) throws(SourceError) -> [BalloonDevice] {
-    let enumerator = try udev.enumerator()
-    try enumerator.match(subsystem: "vmbus")
-    try enumerator.match(sysattr: "class_id", value: UdevBalloonIDs.hyperVClassID)
-    return try enumerator.devices().map { device in
-      BalloonDevice(
-        kind: .hyperv, name: device.sysname, sysPath: device.syspath, driver: device.driver)
-    }
-  }
+/// A driver that also matches its kind through libudev (the live system).
+/// A driver without it is found only by `SysfsDiscovery`.
+protocol UdevMatching {
+  func discover(_ udev: Udev) throws(SourceError) -> [BalloonDevice]
 }
 
 /// The identifiers discovery and the event monitor match on.

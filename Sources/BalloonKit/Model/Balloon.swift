@@ -1,6 +1,28 @@
-/// The balloon drivers balloonctl knows.
-public enum BalloonKind: String, Sendable, CaseIterable {
-  case virtio, vmware, xen, hyperv
+/// A kind of balloon, by its name in output and the state file. The kinds
+/// are the registered drivers' (Drivers/): an open set, so a new kind is a
+/// new driver file, not a new case to handle everywhere.
+public struct BalloonKind: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
+  public let rawValue: String
+
+  /// A kind a registered driver handles; nil for any other name.
+  public init?(rawValue: String) {
+    guard BalloonDrivers.all.contains(where: { $0.kind.rawValue == rawValue }) else { return nil }
+    self.rawValue = rawValue
+  }
+
+  /// A new kind's name, for its driver.
+  public init(named name: String) { rawValue = name }
+
+  public static let virtio = BalloonKind(named: "virtio")
+  public static let vmware = BalloonKind(named: "vmware")
+  public static let xen = BalloonKind(named: "xen")
+  public static let hyperv = BalloonKind(named: "hyperv")
+
+  /// The registered kinds, in discovery order.
+  public static var allCases: [BalloonKind] { BalloonDrivers.all.map(\.kind) }
+
+  public var driver: any BalloonDriver { BalloonDrivers.driver(for: self) }
+  public var description: String { rawValue }
 }
 
 /// A balloon found by discovery: what it is and where it lives. Discovery
@@ -42,21 +64,8 @@ public struct BalloonDevice: Sendable, Equatable {
   /// `bit<N>` (vendor kernels add their own).
   public var features: [String] { featureBits.map(VirtioFeature.name(ofBit:)) }
 
-  /// virtio: the host enabled DEFLATE_ON_OOM (bit 2).
-  public var deflateOnOOM: Bool {
-    kind == .virtio && featureBits.contains(VirtioFeature.deflateOnOOM)
-  }
-
-  /// Whether the driver takes ballooned pages out of MemTotal: virtio without
-  /// DEFLATE_ON_OOM, Xen and Hyper-V do (adjust_managed_page_count); VMware
-  /// and virtio with DEFLATE_ON_OOM leave MemTotal alone (the pages look used).
-  public var removesFromMemTotal: Bool {
-    switch kind {
-    case .virtio: !deflateOnOOM
-    case .vmware: false
-    case .xen, .hyperv: true
-    }
-  }
+  /// Whether the driver takes ballooned pages out of MemTotal (its kind's driver says).
+  public var removesFromMemTotal: Bool { kind.driver.removesFromMemTotal(self) }
 }
 
 /// A quantity that is either known, with where it came from, or unknown, with

@@ -1,4 +1,4 @@
-import SystemPackage
+public import SystemPackage
 
 #if canImport(Glibc)
   import Glibc
@@ -84,11 +84,8 @@ public struct DaemonReport: Sendable {
       if hold.held {
         let since = hold.since.map { Self.clock(state.wallTime(ofBoottime: $0)) } ?? "?"
         lines.append("  \(record.name)  HELD since \(since): \(hold.reason ?? "")")
-        if record.kind == .xen {
-          if let wish = hold.xenHostBalloonTargetBytes {
-            lines.append(
-              "    host asked for \(ByteFormat.human(wish)); held at the limit until it fits")
-          }
+        if let detail = record.kind.driver.heldDetail(hold) {
+          lines += detail
         } else if let notBefore = hold.readmitNotBefore {
           lines.append(
             "    target unknown: re-admit at \(Self.clock(state.wallTime(ofBoottime: notBefore))) (back-off \(Self.seconds(hold.backoffSeconds)) s)"
@@ -144,7 +141,9 @@ public struct DaemonReport: Sendable {
               ("releases", .integer(UInt64(max(0, hold.releases)))),
               (
                 "last_decision",
-                record.lastDecision.map { DecisionJSON.json($0, at: record.lastDecisionAt) }
+                record.lastDecision.map {
+                  DecisionJSON.json($0, kind: record.kind, at: record.lastDecisionAt)
+                }
                   ?? .null
               ),
             ])

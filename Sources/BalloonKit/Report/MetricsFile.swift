@@ -97,22 +97,3 @@ public final class MetricsFile {
     return out
   }
 }
-
-/// `run --once --json`: the snapshot's members, then the decision.
-public enum OnceJSON {
-  public static func document(_ report: TickReport, mode: ControlMode) -> JSONValue {
-    var members = SnapshotJSON.members(report.snapshot)
-    members.append(("mode", .string(mode.rawValue)))
-    let headline =
-      report.headline
-      ?? Decision(.none, balloon: "", reason: "no balloon")
-    var decision = DecisionJSON.json(headline)
-    if case .object(var fields) = decision, headline.balloon.isEmpty {
-      fields[1] = ("balloon", .null)
-      decision = .object(fields)
-    }
-    members.append(("decision", decision))
-    members.append(("decisions", .array(report.decisions.map { DecisionJSON.json($0) })))
-    return .object(members)
-  }
-}

@@ -56,13 +56,7 @@ public struct StatusText {
       lines.append("  actual    \(ByteFormat.human(actual))  (virtio config actual)")
     }
     lines.append("  target    " + sourced(balloon.target))
-    if device.kind == .virtio {
-      lines.append(
-        "  MemTotal  "
-          + (device.removesFromMemTotal
-            ? "shrinks by the balloon (no DEFLATE_ON_OOM)"
-            : "unchanged by the balloon (DEFLATE_ON_OOM: pages count as used)"))
-    }
+    lines += device.kind.driver.statusLines(balloon)
     if snapshot.isOverLimit(balloon) {
       lines.append("  " + emphasis("OVER LIMIT") + " by \(ByteFormat.human(overBy(balloon)))")
     }

@@ -125,32 +125,32 @@ public struct SnapshotOptions: Sendable {
 }
 
 public enum GuestSnapshotReader {
-  /// One full, one-shot reading of `devices` under `root`.
+  /// One full, one-shot reading under `root`: the daemon's tick reader,
+  /// strict (any discovered balloon or /proc that cannot be read fails it,
+  /// naming the file), with the processes ranked for display.
+  public static func read(root: Root, options: SnapshotOptions) throws(SourceError)
+    -> GuestSnapshot
+  {
+    try reader(root: root, options: options, devices: nil).read(now: 0, strict: true).snapshot
+  }
+
+  /// The same, of `devices` as already discovered.
   public static func read(root: Root, devices: [BalloonDevice], options: SnapshotOptions)
     throws(SourceError) -> GuestSnapshot
   {
-    let meminfo = try MeminfoReader.read(from: root)
-    let vmstat = try VmstatReader.read(from: root)
-    // The same reading `run` does: any discovered balloon that cannot be
-    // read fails the snapshot, naming its file.
-    var balloons: [BalloonReading] = []
-    for result in BalloonReaders.readAll(
-      devices, root: root, meminfo: meminfo, vmstat: vmstat, probe: options.probe)
-    {
-      balloons.append(try result.get())
-    }
-    var processes: [ProcessPins] = []
-    var vmPinSum: UInt64?
-    var coverage: VmPinCoverage?
-    if options.scanProcesses {
-      let scan = try ProcessStatusReader.scan(root: root)
-      vmPinSum = scan.vmPinSumBytes
-      coverage = VmPinCoverage(scan)
-      processes = rankByPinned(scan.processes)
-    }
-    return GuestSnapshot.assemble(
-      balloons: balloons, meminfo: meminfo, vmstat: vmstat, vmPinSumBytes: vmPinSum,
-      vmPinCoverage: coverage, processes: processes, fraction: options.fraction)
+    try reader(root: root, options: options, devices: devices).read(now: 0, strict: true)
+      .snapshot
+  }
+
+  static func reader(root: Root, options: SnapshotOptions, devices: [BalloonDevice]?)
+    -> TickReader
+  {
+    TickReader(
+      root: root,
+      options: TickReader.Options(
+        fraction: options.fraction, probe: options.probe, scanProcesses: options.scanProcesses,
+        rankProcesses: true),
+      devices: devices)
   }
 
   /// Processes with any locked or pinned memory, largest first; ties by pid.

@@ -1,55 +1,3 @@
-#if canImport(Glibc)
-  import Glibc
-#endif
-
-/// One balloon's entry in the state file.
-public struct BalloonRecord: Sendable, Equatable {
-  public var kind: BalloonKind
-  public var name: String
-  public var sysPath: String
-  public var hold: HoldState
-  public var lastDecision: Decision?
-  /// Wall-clock seconds since the epoch of `lastDecision`.
-  public var lastDecisionAt: Int64?
-
-  public init(kind: BalloonKind, name: String, sysPath: String, hold: HoldState) {
-    self.kind = kind
-    self.name = name
-    self.sysPath = sysPath
-    self.hold = hold
-  }
-
-  /// The key balloons are tracked by: a virtio device keeps its name across
-  /// unbind/rebind, and a hot-plugged replacement may reuse it (its hold is
-  /// dropped when the old one goes, see Policy).
-  public var key: String { BalloonRecord.key(kind: kind, name: name) }
-
-  public static func key(kind: BalloonKind, name: String) -> String { "\(kind.rawValue):\(name)" }
-
-  /// Whether `name` is what discovery names a balloon of `kind`
-  /// (Discovery/SysfsDiscovery.swift): `virtio<n>`, `vmw_balloon`,
-  /// `xen_memory<n>`, or a vmbus instance GUID.
-  public static func isValid(name: String, kind: BalloonKind) -> Bool {
-    func number(after prefix: String) -> Bool {
-      guard name.hasPrefix(prefix) else { return false }
-      let digits = name.utf8.dropFirst(prefix.utf8.count)
-      return (1...10).contains(digits.count) && digits.allSatisfy { (0x30...0x39).contains($0) }
-        && (digits.count == 1 || digits.first != 0x30)
-    }
-    switch kind {
-    case .virtio: return number(after: "virtio")
-    case .vmware: return name == "vmw_balloon"
-    case .xen: return number(after: "xen_memory")
-    case .hyperv:
-      let groups = name.split(separator: "-", omittingEmptySubsequences: false)
-      return groups.map(\.utf8.count) == [8, 4, 4, 4, 12]
-        && groups.allSatisfy {
-          $0.utf8.allSatisfy { (0x30...0x39).contains($0) || (0x61...0x66).contains($0) }
-        }
-    }
-  }
-}
-
 /// What the daemon knows between ticks and across restarts, written
 /// atomically to `/run/balloonctl/state.json` on every change. `status`
 /// reads it to show the daemon's state without touching any device.
@@ -129,12 +77,14 @@ public struct DaemonState: Sendable, Equatable {
       ("readmit_not_before_boottime", optionalNumber(hold.readmitNotBefore)),
       ("backoff_seconds", .number(hold.backoffSeconds)),
       ("blind_readmit_at_boottime", optionalNumber(hold.blindReadmitAt)),
-      ("xen_written_target_kib", .optional(hold.xenWrittenTargetKiB)),
-      ("xen_host_balloon_target_bytes", .optional(hold.xenHostBalloonTargetBytes)),
-      ("releases", .integer(UInt64(max(0, hold.releases)))),
     ]
+    // The kind's own memory of the hold (Xen: the target_kb it wrote).
+    members += record.kind.driver.holdJSON(hold)
+    members.append(("releases", .integer(UInt64(max(0, hold.releases)))))
     if let decision = record.lastDecision {
-      members.append(("last_decision", DecisionJSON.json(decision, at: record.lastDecisionAt)))
+      members.append(
+        ("last_decision", DecisionJSON.json(decision, kind: record.kind, at: record.lastDecisionAt))
+      )
     } else {
       members.append(("last_decision", .null))
     }
@@ -196,10 +146,7 @@ public struct DaemonState: Sendable, Equatable {
       "readmit_not_before_boottime", StateRange.boottime)
     hold.blindReadmitAt = try fields.optionalSeconds(
       "blind_readmit_at_boottime", StateRange.boottime)
-    hold.xenWrittenTargetKiB = try fields.optionalInteger(
-      "xen_written_target_kib", StateRange.kibibytes)
-    hold.xenHostBalloonTargetBytes = try fields.optionalInteger(
-      "xen_host_balloon_target_bytes", StateRange.bytes)
+    try kind.driver.parseHold(fields, into: &hold)
     hold.releases = Int(try fields.optionalInteger("releases", StateRange.releases) ?? 0)
     // Informational only (what the path was when written): nothing acts on
     // it; the device is found again by discovery.
@@ -211,238 +158,5 @@ public struct DaemonState: Sendable, Equatable {
         Int64.init)
     }
     return record
-  }
-}
-
-/// The ranges a state file's numbers must be in: what balloonctl itself can
-/// write, with room to spare. Outside them the file is corrupt.
-public enum StateRange {
-  public static let version: ClosedRange<UInt64> = 0...1_000_000
-  /// Linux's PID_MAX_LIMIT.
-  public static let pid: ClosedRange<UInt64> = 1...4_194_304
-  /// Seconds since the epoch (2^40 s is beyond year 36000).
-  public static let epochSeconds: ClosedRange<UInt64> = 0...(1 << 40)
-  /// CLOCK_BOOTTIME seconds (1e10 s is three centuries of uptime).
-  public static let boottime: ClosedRange<Double> = 0...1e10
-  /// The blind re-admit back-off (the policy caps it at 10 min).
-  public static let backoff: ClosedRange<Double> = 0...86_400
-  public static let releases: ClosedRange<UInt64> = 0...(1 << 32)
-  /// Xen target_kb (2^50 KiB is 1 EiB).
-  public static let kibibytes: ClosedRange<UInt64> = 0...(1 << 50)
-  public static let bytes: ClosedRange<UInt64> = 0...(1 << 60)
-  /// `--interval` 0.1 to 60 s.
-  public static let intervalMilliseconds: ClosedRange<UInt64> = 100...60_000
-  /// Far more balloons than any guest has.
-  public static let maxBalloons = 256
-  /// Reasons and paths are short texts.
-  public static let maxTextBytes = 4096
-}
-
-/// The members of one object of the state file, each read as untrusted
-/// input: the type, the range and the text are checked, and a failure names
-/// the file and the field (`balloons[0].backoff_seconds`).
-struct StateFields {
-  let value: JSONValue
-  let path: String
-  let prefix: String
-
-  init(_ value: JSONValue, path: String, prefix: String) throws(SourceError) {
-    guard case .object = value else {
-      throw .malformed(
-        path, prefix.isEmpty ? "not a JSON object" : "\"\(prefix.dropLast())\" is not an object")
-    }
-    self.value = value
-    self.path = path
-    self.prefix = prefix
-  }
-
-  func fail(_ field: String, _ what: String) -> SourceError {
-    .malformed(path, "\"\(prefix)\(field)\" \(what)")
-  }
-
-  /// A short rendering of a bad value for the error.
-  func shown(_ value: JSONValue) -> String {
-    let text = value.rendered(pretty: false)
-    return text.count <= 40 ? text : String(text.prefix(40)) + "…"
-  }
-
-  func required(_ field: String) throws(SourceError) -> JSONValue {
-    guard let member = value[field], !member.isNull else { throw fail(field, "is missing") }
-    return member
-  }
-
-  func optional(_ field: String) -> JSONValue? {
-    guard let member = value[field], !member.isNull else { return nil }
-    return member
-  }
-
-  func integer(_ field: String, _ range: ClosedRange<UInt64>) throws(SourceError) -> UInt64 {
-    try integer(field, required(field), range)
-  }
-
-  func optionalInteger(_ field: String, _ range: ClosedRange<UInt64>) throws(SourceError)
-    -> UInt64?
-  {
-    guard let member = optional(field) else { return nil }
-    return try integer(field, member, range)
-  }
-
-  private func integer(_ field: String, _ member: JSONValue, _ range: ClosedRange<UInt64>)
-    throws(SourceError) -> UInt64
-  {
-    guard case .integer(let number) = member, range.contains(number) else {
-      throw fail(
-        field,
-        "is \(shown(member)); expected an integer from \(range.lowerBound) to \(range.upperBound)")
-    }
-    return number
-  }
-
-  func seconds(_ field: String, _ range: ClosedRange<Double>) throws(SourceError) -> Double {
-    try seconds(field, required(field), range)
-  }
-
-  func optionalSeconds(_ field: String, _ range: ClosedRange<Double>) throws(SourceError) -> Double?
-  {
-    guard let member = optional(field) else { return nil }
-    return try seconds(field, member, range)
-  }
-
-  private func seconds(_ field: String, _ member: JSONValue, _ range: ClosedRange<Double>)
-    throws(SourceError) -> Double
-  {
-    // The parser yields only finite numbers; the range check keeps it so.
-    guard let number = member.double, number.isFinite, range.contains(number) else {
-      throw fail(
-        field,
-        "is \(shown(member)); expected seconds from \(Int64(range.lowerBound)) to \(Int64(range.upperBound))"
-      )
-    }
-    return number
-  }
-
-  func bool(_ field: String) throws(SourceError) -> Bool {
-    let member = try required(field)
-    guard let flag = member.bool else {
-      throw fail(field, "is \(shown(member)); expected true or false")
-    }
-    return flag
-  }
-
-  func array(_ field: String) throws(SourceError) -> [JSONValue] {
-    let member = try required(field)
-    guard let items = member.array else {
-      throw fail(field, "is \(shown(member)); expected an array")
-    }
-    return items
-  }
-
-  func optionalObject(_ field: String) throws(SourceError) -> StateFields? {
-    guard let member = optional(field) else { return nil }
-    return try StateFields(member, path: path, prefix: prefix + field + ".")
-  }
-
-  /// One of a fixed set of words.
-  func word(_ field: String, _ words: [String]) throws(SourceError) -> String {
-    let member = try required(field)
-    guard let text = member.string, words.contains(text) else {
-      throw fail(field, "is \(shown(member)); expected one of \(words.joined(separator: ", "))")
-    }
-    return text
-  }
-
-  func kind(_ field: String) throws(SourceError) -> BalloonKind {
-    BalloonKind(rawValue: try word(field, BalloonKind.allCases.map(\.rawValue)))!
-  }
-
-  func balloonName(_ field: String, kind: BalloonKind) throws(SourceError) -> String {
-    let member = try required(field)
-    guard let name = member.string, BalloonRecord.isValid(name: name, kind: kind) else {
-      throw fail(field, "is \(shown(member)); not the name of a \(kind.rawValue) balloon")
-    }
-    return name
-  }
-
-  /// Free text (a reason): bounded, and no control characters, which a
-  /// terminal showing `status` would obey.
-  func text(_ field: String) throws(SourceError) -> String {
-    let member = try required(field)
-    return try text(field, member)
-  }
-
-  func optionalText(_ field: String) throws(SourceError) -> String? {
-    guard let member = optional(field) else { return nil }
-    return try text(field, member)
-  }
-
-  private func text(_ field: String, _ member: JSONValue) throws(SourceError) -> String {
-    guard let text = member.string else {
-      throw fail(field, "is \(shown(member)); expected a string")
-    }
-    guard text.utf8.count <= StateRange.maxTextBytes else {
-      throw fail(field, "is longer than \(StateRange.maxTextBytes) bytes")
-    }
-    guard !text.unicodeScalars.contains(where: StateFields.isControl) else {
-      throw fail(field, "contains a control character")
-    }
-    return text
-  }
-
-  func optionalSysPath(_ field: String) throws(SourceError) -> String? {
-    guard let text = try optionalText(field) else { return nil }
-    guard text.isEmpty || text.hasPrefix("/sys/") else {
-      throw fail(field, "is \"\(text)\"; expected a path below /sys")
-    }
-    return text
-  }
-
-  static func isControl(_ scalar: Unicode.Scalar) -> Bool {
-    scalar.value < 0x20 || (0x7F...0x9F).contains(scalar.value)
-  }
-}
-
-/// `{"action":…,"balloon":…,"reason":…}` plus set_target's numbers.
-public enum DecisionJSON {
-  public static func json(_ decision: Decision, at: Int64? = nil) -> JSONValue {
-    var members: [(String, JSONValue)] = [
-      ("action", .string(decision.action.rawValue)),
-      ("balloon", .string(decision.balloon)),
-      ("reason", .string(decision.reason)),
-    ]
-    if decision.action == .setTarget {
-      members.append(("balloon_target_bytes", .optional(decision.balloonTargetBytes)))
-      members.append(("target_kb", .optional(decision.xenTargetKiB)))
-    }
-    if let at { members.append(("at", .signed(at))) }
-    return .object(members)
-  }
-
-  /// A saved decision, checked like the rest of the state file.
-  static func parse(_ fields: StateFields, kind: BalloonKind) throws(SourceError) -> Decision {
-    let action = Decision.Action(
-      rawValue: try fields.word(
-        "action", [Decision.Action.none, .release, .readmit, .setTarget, .alert].map(\.rawValue)))!
-    return Decision(
-      action, balloon: try fields.balloonName("balloon", kind: kind),
-      reason: try fields.text("reason"),
-      balloonTargetBytes: try fields.optionalInteger("balloon_target_bytes", StateRange.bytes),
-      xenTargetKiB: try fields.optionalInteger("target_kb", StateRange.kibibytes))
-  }
-}
-
-/// The clocks the daemon runs on.
-public enum Clock {
-  /// Seconds since boot, including suspend (CLOCK_BOOTTIME).
-  public static func boottime() -> Double {
-    var spec = timespec()
-    clock_gettime(CLOCK_BOOTTIME, &spec)
-    return Double(spec.tv_sec) + Double(spec.tv_nsec) / 1e9
-  }
-
-  /// Seconds since the epoch.
-  public static func wall() -> Int64 {
-    var spec = timespec()
-    clock_gettime(CLOCK_REALTIME, &spec)
-    return Int64(spec.tv_sec)
   }
 }

@@ -195,6 +195,61 @@ struct ControllerTests {
     #expect(try h.guest.text(SimulatedGuest.driverDirectory + "/unbind") == "virtio0")
   }
 
+  @Test(
+    "a moved limit rewrites the state file at most once per interval, quoting the new threshold")
+  func limitMoveRefreshesState() throws {
+    let h = try Harness("virtio-6.18")
+    try h.guest.addDriverControlFiles()
+    let probe = HostConfigProbe(targetBytes: try h.limit() * 2)
+    let controller = h.controller(probe: probe)
+    #expect(try controller.tick(now: 100, wall: 1000).decisions.map(\.action) == [.release])
+    try h.guest.kernelUnbinds()
+    #expect(try controller.tick(now: 101, wall: 1001).decisions.map(\.action) == [.none])
+    let before = try #require(try h.store.load())
+    let savedLimit = try #require(before.limitBytes)
+
+    // 256 MiB of huge pages are reserved: the limit, and with it the
+    // re-admit threshold the held decision quotes, falls.
+    try h.guest.set("/proc/meminfo", key: "Hugetlb", to: "          262144 kB")
+    let moved = try h.limit()
+    #expect(moved < savedLimit)
+
+    // Within the interval (1 s) of the last write: nothing written.
+    _ = try controller.tick(now: 101.5, wall: 1001)
+    #expect(try h.store.load() == before)
+
+    // Past it: one write, with this tick's limit and reason.
+    _ = try controller.tick(now: 102, wall: 1002)
+    let after = try #require(try h.store.load())
+    #expect(after.limitBytes == moved)
+    #expect(after.updatedAt == 1002)
+    let record = try #require(after.record(forKey: "virtio:virtio0"))
+    #expect(record.hold.held)
+    #expect(record.lastDecision?.action == Decision.Action.none)
+    let threshold = ByteFormat.human(Policy.readmitThreshold(moved, .default))
+    let old = ByteFormat.human(Policy.readmitThreshold(savedLimit, .default))
+    #expect(
+      record.lastDecision?.reason.contains(threshold) == true,
+      "\(record.lastDecision?.reason ?? "")")
+    #expect(before.record(forKey: "virtio:virtio0")?.lastDecision?.reason.contains(old) == true)
+    #expect(record.lastDecisionAt == 1002)
+
+    // The limit stays: a steady tick writes nothing, however long after.
+    _ = try controller.tick(now: 200, wall: 1100)
+    #expect(try h.store.load() == after)
+
+    // Page-level jitter of the limit (kernel memory moves every tick) is
+    // not a move: 8 KiB more page tables write nothing.
+    let pageTables = try h.guest.text("/proc/meminfo").split(separator: "\n")
+      .first { $0.hasPrefix("PageTables:") }
+    let kiB = try #require(
+      pageTables?.split(separator: " ").dropFirst().first.flatMap { UInt64($0) })
+    try h.guest.set("/proc/meminfo", key: "PageTables", to: "      \(kiB + 8) kB")
+    #expect(try h.limit() != moved)
+    _ = try controller.tick(now: 300, wall: 1200)
+    #expect(try h.store.load() == after)
+  }
+
   @Test("crash safety: a restarted daemon resumes the hold without a second unbind, then re-admits")
   func resumeAfterCrash() throws {
     let h = try Harness("virtio-6.18")

@@ -121,6 +121,48 @@ struct PolicyTests {
     #expect(!decision.reason.isEmpty)
   }
 
+  struct TriggerCase: CustomTestStringConvertible, Sendable {
+    var name: String
+    var observation: BalloonObservation
+    var trigger: Decision.Reason.Trigger
+    var testDescription: String { name }
+  }
+
+  /// The label a release is logged and saved with follows the balloon's size
+  /// at the time: before the crossing preventive, after it reactive.
+  static let triggerCases: [TriggerCase] = [
+    TriggerCase(
+      name: "target over, balloon under the limit: preventive",
+      observation: virtio(current: 10 * MiB, target: 400 * MiB), trigger: .preventive),
+    TriggerCase(
+      name: "target over, balloon exactly at the limit: preventive",
+      observation: virtio(current: limit, target: 400 * MiB), trigger: .preventive),
+    TriggerCase(
+      name: "target over, balloon size unknown: preventive",
+      observation: virtio(current: nil, target: 400 * MiB), trigger: .preventive),
+    TriggerCase(
+      name: "target over, balloon already 51 MiB over the limit: reactive",
+      observation: virtio(current: limit + 51 * MiB, target: 400 * MiB), trigger: .reactive),
+    TriggerCase(
+      name: "target over, balloon one byte over the limit: reactive",
+      observation: virtio(current: limit + 1, target: 400 * MiB), trigger: .reactive),
+    TriggerCase(
+      name: "target unknown, balloon over the limit: reactive",
+      observation: virtio(current: 301 * MiB, target: nil), trigger: .reactive),
+  ]
+
+  @Test("release label: preventive before the crossing, reactive after", arguments: triggerCases)
+  func triggerLabel(_ c: TriggerCase) {
+    let (decision, next) = Policy.decide(c.observation, limitBytes: limit, state: nil, now: 0)
+    #expect(decision.action == .release, "\(decision.reason)")
+    #expect(decision.why.trigger == c.trigger)
+    // The saved hold and the logged reason carry the same label.
+    #expect(next.reason == decision.reason)
+    #expect(decision.reason.contains("(\(c.trigger.rawValue)"), "\(decision.reason)")
+    let other: Decision.Reason.Trigger = c.trigger == .preventive ? .reactive : .preventive
+    #expect(!decision.reason.contains(other.rawValue), "\(decision.reason)")
+  }
+
   @Test("a released vmw module is absent by design and stays held")
   func vmwHeldWhileUnloaded() {
     let absent = BalloonObservation(
@@ -238,5 +280,92 @@ struct PolicyTests {
     let (none, _) = Policy.decide(
       observe(targetKiB: 3900 * 1024), limitBytes: limit, state: nil, now: 0)
     #expect(none.action == .none)
+  }
+
+  // MARK: exiting (--on-exit readmit, balloonctl readmit)
+
+  struct ExitCase: CustomTestStringConvertible, Sendable {
+    var name: String
+    var observation: BalloonObservation
+    var state: HoldState?
+    var action: Decision.Action
+    var why: Decision.Reason
+    var heldAfter: Bool
+    var testDescription: String { name }
+  }
+
+  static let xenReservation: UInt64 = 4096 * MiB
+
+  static func xenHeld(written: UInt64, wish: UInt64) -> HoldState {
+    var state = held()
+    state.xenWrittenTargetKiB = written
+    state.xenHostBalloonTargetBytes = wish
+    return state
+  }
+
+  static func xen(targetKiB: UInt64?, unreadable: Bool = false) -> BalloonObservation {
+    BalloonObservation(
+      kind: .xen, name: "xen_memory0", currentBytes: 0,
+      targetBytes: targetKiB.map { xenReservation - $0 * 1024 },
+      xenReservationBytes: targetKiB == nil ? nil : xenReservation, xenTargetKiB: targetKiB,
+      unreadable: unreadable ? .malformed("/sys/x", "test") : nil)
+  }
+
+  // Computed, not stored: a stored array of cases holding error texts and
+  // driver reasons in enum payloads reads as a leak to LeakSanitizer.
+  static var exitCases: [ExitCase] {
+    [
+      ExitCase(
+        name: "virtio held: readmit",
+        observation: virtio(current: 0, target: 500 * MiB, bound: false),
+        state: held(), action: .readmit, why: .exiting, heldAfter: false),
+      ExitCase(
+        name: "virtio held and unreadable: readmit all the same (binding needs no size)",
+        observation: {
+          var o = virtio(current: nil, target: nil, bound: false)
+          o.unreadable = .malformed("/proc/vmstat", "test")
+          return o
+        }(), state: held(), action: .readmit, why: .exiting, heldAfter: false),
+      ExitCase(
+        name: "virtio not held, over the limit: nothing (exiting decides only holds)",
+        observation: virtio(current: 0, target: 500 * MiB), state: nil, action: .none,
+        why: .exiting, heldAfter: false),
+      ExitCase(
+        name: "vmw held, unloaded: readmit (reload by name)",
+        observation: BalloonObservation(
+          kind: .vmware, name: "vmw_balloon", present: false, bound: false, currentBytes: nil,
+          targetBytes: nil),
+        state: held(), action: .readmit, why: .exiting, heldAfter: false),
+      ExitCase(
+        name: "Xen held, target_kb ours: set the host's wish back",
+        observation: xen(targetKiB: 3000 * 1024),
+        state: xenHeld(written: 3000 * 1024, wish: 1024 * MiB),
+        action: .setTarget, why: .exiting, heldAfter: false),
+      ExitCase(
+        name: "Xen held, target_kb set by the toolstack since: left as the host set it",
+        observation: xen(targetKiB: 3500 * 1024),
+        state: xenHeld(written: 3000 * 1024, wish: 1024 * MiB),
+        action: .none, why: .kind(KindReason(XenReason.exitTargetNotOurs)), heldAfter: false),
+      ExitCase(
+        name: "Xen held, unreadable: blocked, hold kept",
+        observation: xen(targetKiB: nil, unreadable: true),
+        state: xenHeld(written: 3000 * 1024, wish: 1024 * MiB),
+        action: .none, why: .exitBlocked(KindReason(XenReason.hostTargetUnknown)), heldAfter: true),
+    ]
+  }
+
+  @Test("exiting gives every hold back, and decides nothing else", arguments: exitCases)
+  func exiting(_ c: ExitCase) {
+    let (decision, next) = Policy.decide(
+      c.observation, limitBytes: limit, state: c.state, now: 10, exiting: true)
+    #expect(decision.action == c.action, "\(decision.reason)")
+    #expect(decision.why == c.why)
+    #expect(next.held == c.heldAfter)
+    #expect(next.releases == (c.state?.releases ?? 0))
+    if decision.action == .setTarget {
+      // The same target_kb formula as a hold: the reservation minus the wish.
+      #expect(decision.xenTargetKiB == UInt64((4096 - 1024) * 1024))
+      #expect(decision.balloonTargetBytes == 1024 * MiB)
+    }
   }
 }

@@ -12,10 +12,8 @@ public struct BalloonObservation: Sendable, Equatable {
   /// Whether the lever for this kind can be pulled here (driver unbind file
   /// exists, module is loadable, target_kb writable) and is enabled by config.
   public var leverAvailable: Bool
-  /// Xen: memory the domain has with no balloon (info/current_kb + balloon),
-  /// and target_kb as read; set_target converts the balloon size with them.
-  public var xenReservationBytes: UInt64?
-  public var xenTargetKiB: UInt64?
+  /// The kind's own facts, typed by its driver (Drivers/); nil: none.
+  public var payload: (any BalloonPayload)?
   /// Discovery lists the balloon but its files could not be read or parsed
   /// (not the same as gone: `present` stays true). Nothing is known of its
   /// size, so nothing is decided on it: a hold is kept, no lever is pulled.
@@ -24,7 +22,7 @@ public struct BalloonObservation: Sendable, Equatable {
   public init(
     kind: BalloonKind, name: String, present: Bool = true, bound: Bool = true,
     currentBytes: UInt64?, targetBytes: UInt64?, leverAvailable: Bool = true,
-    xenReservationBytes: UInt64? = nil, xenTargetKiB: UInt64? = nil, unreadable: SourceError? = nil
+    payload: (any BalloonPayload)? = nil, unreadable: SourceError? = nil
   ) {
     self.kind = kind
     self.name = name
@@ -33,9 +31,23 @@ public struct BalloonObservation: Sendable, Equatable {
     self.currentBytes = currentBytes
     self.targetBytes = targetBytes
     self.leverAvailable = leverAvailable
-    self.xenReservationBytes = xenReservationBytes
-    self.xenTargetKiB = xenTargetKiB
+    self.payload = payload
     self.unreadable = unreadable
+  }
+
+  public static func == (lhs: Self, rhs: Self) -> Bool {
+    lhs.kind == rhs.kind && lhs.name == rhs.name && lhs.present == rhs.present
+      && lhs.bound == rhs.bound && lhs.currentBytes == rhs.currentBytes
+      && lhs.targetBytes == rhs.targetBytes && lhs.leverAvailable == rhs.leverAvailable
+      && lhs.unreadable == rhs.unreadable && samePayload(lhs.payload, rhs.payload)
+  }
+}
+
+func samePayload(_ lhs: (any BalloonPayload)?, _ rhs: (any BalloonPayload)?) -> Bool {
+  switch (lhs, rhs) {
+  case (nil, nil): true
+  case (let left?, let right?): left.isEqual(to: right)
+  default: false
   }
 }
 
@@ -60,38 +72,44 @@ public struct Decision: Sendable, Equatable {
   public var balloon: String
   /// Why, with its numbers; rendered to text only when shown or saved.
   public var why: Reason
-  /// set_target: the balloon size aimed for, and the `target_kb` to write.
+  /// set_target: the balloon size aimed for, and the number the kind's lever
+  /// writes for it (its driver names it: Xen's `target_kb`).
   public var balloonTargetBytes: UInt64?
-  public var xenTargetKiB: UInt64?
+  public var leverArgument: UInt64?
 
   public var reason: String { why.description }
 
   public init(
     _ action: Action, balloon: String, why: Reason, balloonTargetBytes: UInt64? = nil,
-    xenTargetKiB: UInt64? = nil
+    leverArgument: UInt64? = nil
   ) {
     self.action = action
     self.balloon = balloon
     self.why = why
     self.balloonTargetBytes = balloonTargetBytes
-    self.xenTargetKiB = xenTargetKiB
+    self.leverArgument = leverArgument
   }
 
   public init(
     _ action: Action, balloon: String, reason: String, balloonTargetBytes: UInt64? = nil,
-    xenTargetKiB: UInt64? = nil
+    leverArgument: UInt64? = nil
   ) {
     self.init(
       action, balloon: balloon, why: .text(reason), balloonTargetBytes: balloonTargetBytes,
-      xenTargetKiB: xenTargetKiB)
+      leverArgument: leverArgument)
   }
 
   /// Why a decision was taken. The daemon decides every tick; formatting
   /// sizes into text every tick would cost more than the decision itself.
   public indirect enum Reason: Sendable, Equatable, CustomStringConvertible {
     case underLimit(limit: UInt64, current: UInt64?, target: UInt64?)
+    /// The target is over the limit and the balloon is not yet: released before it crosses.
     case targetOverLimit(target: UInt64, limit: UInt64)
+    /// The balloon's size is over the limit, target unknown.
     case currentOverLimit(current: UInt64, limit: UInt64)
+    /// The target is over the limit and the balloon already crossed it: the
+    /// release comes after the crossing, so it is reactive, not preventive.
+    case crossedWithTarget(current: UInt64, target: UInt64, limit: UInt64)
     case deflating(current: UInt64, target: UInt64)
     case notPresent
     case notBound
@@ -106,12 +124,12 @@ public struct Decision: Sendable, Equatable {
     case readmitBlind(backoff: Double)
     case noLever(Reason)
     case targetUnknown
-    case xenHoldAtLimit(target: UInt64, limit: UInt64)
-    case xenRestore(hostTarget: UInt64)
-    case xenRaise(limit: UInt64, hostTarget: UInt64)
-    case xenHeldAt(target: UInt64, hostTarget: UInt64, limit: UInt64)
-    case notWritable(Reason)
-    case hypervOver(current: UInt64, limit: UInt64)
+    /// A reason only one kind gives, structured and rendered by its driver.
+    case kind(KindReason)
+    /// Stopping with `--on-exit readmit`.
+    case exiting
+    /// Stopping: the balloon cannot be given back safely (the caller reports a failure).
+    case exitBlocked(KindReason)
     case text(String)
 
     public var description: String {
@@ -124,6 +142,9 @@ public struct Decision: Sendable, Equatable {
         return "target \(h(target)) exceeds the limit \(h(limit)) (preventive)"
       case .currentOverLimit(let current, let limit):
         return "current \(h(current)) exceeds the limit \(h(limit)) (reactive; target unknown)"
+      case .crossedWithTarget(let current, let target, let limit):
+        return
+          "current \(h(current)) exceeds the limit \(h(limit)) (reactive; target \(h(target)))"
       case .deflating(let current, let target):
         return "current \(h(current)) is over the limit but deflating toward target \(h(target))"
       case .notPresent: return "not present"
@@ -148,20 +169,26 @@ public struct Decision: Sendable, Equatable {
           "target unknown; back-off of \(Reason.seconds(backoff)) elapsed, re-admitting (released again if it crosses)"
       case .noLever(let inner): return "\(inner); no lever available"
       case .targetUnknown: return "target unknown"
-      case .xenHoldAtLimit(let target, let limit):
-        return "balloon target \(h(target)) exceeds the limit \(h(limit)); holding it at the limit"
-      case .xenRestore(let host):
-        return "the host's target \(h(host)) is under the limit again; restoring it"
-      case .xenRaise(let limit, let host):
-        return "the limit rose to \(h(limit)); raising the balloon toward the host's \(h(host))"
-      case .xenHeldAt(let target, let host, let limit):
-        return "held at \(h(target)) (host asked for \(h(host)), limit \(h(limit)))"
-      case .notWritable(let inner): return "\(inner); target_kb not writable"
-      case .hypervOver(let current, let limit):
-        return
-          "current \(h(current)) exceeds the limit \(h(limit)); Hyper-V has no safe lever (unbinding hv_balloon loses the pages until reboot)"
+      case .kind(let reason): return reason.description
+      case .exiting: return "stopping with --on-exit readmit"
+      case .exitBlocked(let problem): return problem.description
       case .text(let text): return text
       }
+    }
+
+    /// Whether a release stepped in before the balloon crossed the limit
+    /// (preventive) or after (reactive); nil for reasons that are no release trigger.
+    public var trigger: Trigger? {
+      switch self {
+      case .targetOverLimit: return .preventive
+      case .currentOverLimit, .crossedWithTarget: return .reactive
+      case .noLever(let inner): return inner.trigger
+      default: return nil
+      }
+    }
+
+    public enum Trigger: String, Sendable, Equatable {
+      case preventive, reactive
     }
 
     /// The balloon could not be read: the decision is `none` whatever the state.
@@ -179,6 +206,26 @@ public struct Decision: Sendable, Equatable {
   }
 }
 
+/// A reason only one kind gives (Xen's partial hold, Hyper-V's missing
+/// lever): its driver's own structured value, compared and rendered by it.
+public struct KindReason: Sendable, Equatable, CustomStringConvertible {
+  public let value: any KindReasonValue
+
+  public init(_ value: any KindReasonValue) { self.value = value }
+
+  public var description: String { value.description }
+
+  public static func == (lhs: Self, rhs: Self) -> Bool { lhs.value.isEqual(to: rhs.value) }
+}
+
+public protocol KindReasonValue: Sendable, CustomStringConvertible {
+  func isEqual(to other: any KindReasonValue) -> Bool
+}
+
+extension KindReasonValue where Self: Equatable {
+  public func isEqual(to other: any KindReasonValue) -> Bool { (other as? Self) == self }
+}
+
 /// The daemon's memory of one balloon between ticks (and across restarts:
 /// it is persisted in the state file).
 public struct HoldState: Sendable, Equatable {
@@ -194,14 +241,26 @@ public struct HoldState: Sendable, Equatable {
   public var backoffSeconds: Double
   /// When the last blind re-admit happened (cleared once it proved stable).
   public var blindReadmitAt: Double?
-  /// Xen: the target_kb we wrote, and the balloon size the host had asked for.
-  public var xenWrittenTargetKiB: UInt64?
-  public var xenHostBalloonTargetBytes: UInt64?
+  /// The kind's own memory of the hold, typed by its driver (Xen: the
+  /// target_kb it wrote and the balloon size the host had asked for).
+  public var payload: (any HoldPayload)?
   /// How many times this balloon was released (for status and logs).
   public var releases: Int = 0
 
   public init(backoffSeconds: Double) {
     self.backoffSeconds = backoffSeconds
+  }
+
+  public static func == (lhs: Self, rhs: Self) -> Bool {
+    let samePayload: Bool =
+      switch (lhs.payload, rhs.payload) {
+      case (nil, nil): true
+      case (let left?, let right?): left.isEqual(to: right)
+      default: false
+      }
+    return lhs.held == rhs.held && lhs.since == rhs.since && lhs.reason == rhs.reason
+      && lhs.readmitNotBefore == rhs.readmitNotBefore && lhs.backoffSeconds == rhs.backoffSeconds
+      && lhs.blindReadmitAt == rhs.blindReadmitAt && lhs.releases == rhs.releases && samePayload
   }
 
   /// The hold is over (re-admitted, or ended outside balloonctl); the
@@ -238,7 +297,8 @@ public struct PolicyConfig: Sendable, Equatable {
 /// action succeeds; on failure the caller keeps the previous state).
 ///
 /// virtio and VMware (levers: release/readmit):
-/// * not held, target known and above the limit → release (preventive);
+/// * not held, target known and above the limit → release (preventive while
+///   the balloon is at or under the limit, reactive once it has crossed);
 /// * not held, target unknown, current above the limit → release (reactive);
 ///   (target known and below while current is above: already deflating → none)
 /// * held, target at or below limit × (1 − margin) → readmit;
@@ -253,27 +313,39 @@ public struct PolicyConfig: Sendable, Equatable {
 public enum Policy {
   public static func decide(
     _ observation: BalloonObservation, limitBytes limit: UInt64, state previous: HoldState?,
-    now: Double, config: PolicyConfig = .default
+    now: Double, config: PolicyConfig = .default, exiting: Bool = false
   ) -> (Decision, HoldState) {
     let state = previous ?? config.freshState
+    let driver = observation.kind.driver
+    if exiting { return driver.giveBack(observation, state: state, config: config) }
     if let error = observation.unreadable {
       return (
         Decision(.none, balloon: observation.name, why: .unreadable(error, held: state.held)),
         state
       )
     }
-    switch observation.kind {
-    case .virtio, .vmware:
-      return releasable(observation, limit: limit, state: state, now: now, config: config)
-    case .xen:
-      return xen(observation, limit: limit, state: state, config: config)
-    case .hyperv:
-      return alertOnly(observation, limit: limit, state: state)
+    return driver.decide(observation, limit: limit, state: state, now: now, config: config)
+  }
+
+  /// How a kind whose lever releases the whole balloon behaves (virtio, VMware).
+  public struct Release: Sendable {
+    /// A released balloon stays listed (virtio: unbound); absent while held
+    /// means the device went. false: absent is what a release leaves (an
+    /// unloaded vmw_balloon).
+    public var listedWhileHeld: Bool
+    /// The release itself takes the target away (unloading vmw_balloon takes
+    /// its debugfs file): the hold is blind from the start.
+    public var releaseHidesTarget: Bool
+
+    public init(listedWhileHeld: Bool, releaseHidesTarget: Bool) {
+      self.listedWhileHeld = listedWhileHeld
+      self.releaseHidesTarget = releaseHidesTarget
     }
   }
 
-  static func releasable(
-    _ o: BalloonObservation, limit: UInt64, state: HoldState, now: Double, config: PolicyConfig
+  public static func releasable(
+    _ o: BalloonObservation, limit: UInt64, state: HoldState, now: Double, config: PolicyConfig,
+    lever: Release
   ) -> (Decision, HoldState) {
     let name = o.name
     var state = state
@@ -281,8 +353,7 @@ public enum Policy {
     if state.held {
       // A released virtio balloon stays present (unbound); a released vmw
       // module is absent. Anything else means the hold no longer exists.
-      let virtioGone = o.kind == .virtio && !o.present
-      if virtioGone {
+      if lever.listedWhileHeld && !o.present {
         var fresh = config.freshState
         fresh.releases = state.releases
         return (Decision(.none, balloon: name, why: .deviceGone), fresh)
@@ -291,7 +362,8 @@ public enum Policy {
         // Re-bound or re-loaded behind our back (or by our own re-admit that
         // the state did not record): not held any more; decide afresh.
         state.endHold()
-        let (decision, next) = releasable(o, limit: limit, state: state, now: now, config: config)
+        let (decision, next) = releasable(
+          o, limit: limit, state: state, now: now, config: config, lever: lever)
         if decision.action == .none {
           return (Decision(.none, balloon: name, why: .holdEndedOutside(decision.why)), next)
         }
@@ -353,7 +425,13 @@ public enum Policy {
     var trigger: Decision.Reason?
     if let target = o.targetBytes {
       if target > limit {
-        trigger = .targetOverLimit(target: target, limit: limit)
+        // The label follows the balloon's size, not the target alone: a
+        // balloon already past the limit is released after the crossing.
+        if let current = o.currentBytes, current > limit {
+          trigger = .crossedWithTarget(current: current, target: target, limit: limit)
+        } else {
+          trigger = .targetOverLimit(target: target, limit: limit)
+        }
       } else if let current = o.currentBytes, current > limit {
         return (
           Decision(.none, balloon: name, why: .deflating(current: current, target: target)), state
@@ -380,92 +458,27 @@ public enum Policy {
     next.releases += 1
     // Unloading vmw_balloon takes its debugfs file, and with it the target:
     // that hold is blind from the start, so its back-off starts now too.
-    let blindAfterRelease = o.targetBytes == nil || o.kind == .vmware
+    let blindAfterRelease = o.targetBytes == nil || lever.releaseHidesTarget
     next.readmitNotBefore = blindAfterRelease ? now + next.backoffSeconds : nil
     return (Decision(.release, balloon: name, why: trigger), next)
   }
 
-  static func xen(_ o: BalloonObservation, limit: UInt64, state: HoldState, config: PolicyConfig)
-    -> (Decision, HoldState)
-  {
-    let name = o.name
-    if !o.present && state.held {
-      var fresh = config.freshState
-      fresh.releases = state.releases
-      return (Decision(.none, balloon: name, why: .deviceGone), fresh)
-    }
-    guard o.present, let target = o.targetBytes, let reservation = o.xenReservationBytes,
-      let observedKiB = o.xenTargetKiB
-    else {
-      return (Decision(.none, balloon: name, why: .targetUnknown), state)
-    }
-    var state = state
-    let ours = state.xenWrittenTargetKiB != nil && state.xenWrittenTargetKiB == observedKiB
-    let hostWish = ours ? (state.xenHostBalloonTargetBytes ?? target) : target
-    if !ours {
-      // The toolstack set a new target (or we never wrote one): it is the
-      // host's wish, and any hold of ours is over; decide from scratch.
-      state.xenWrittenTargetKiB = nil
-      state.xenHostBalloonTargetBytes = nil
-      state.endHold()
-    }
-
-    func setTarget(_ balloon: UInt64, _ reason: Decision.Reason) -> (Decision, HoldState) {
-      // target_kb rounded up, so the balloon's target lands at or below `balloon`.
-      let kib = ((reservation > balloon ? reservation - balloon : 0) +| 1023) / 1024
-      guard o.leverAvailable else {
-        return (Decision(.alert, balloon: name, why: .notWritable(reason)), state)
-      }
-      var next = state
-      let restoresHost = balloon >= hostWish
-      next.xenWrittenTargetKiB = restoresHost ? nil : kib
-      next.xenHostBalloonTargetBytes = restoresHost ? nil : hostWish
-      next.held = !restoresHost
-      if !restoresHost { next.releases += (state.held ? 0 : 1) }
-      next.reason = restoresHost ? nil : reason.description
-      return (
-        Decision(
-          .setTarget, balloon: name, why: reason, balloonTargetBytes: balloon, xenTargetKiB: kib),
-        next
-      )
-    }
-
-    if target > limit {
-      return setTarget(limit, .xenHoldAtLimit(target: target, limit: limit))
-    }
-    if ours {
-      let desired = min(hostWish, limit)
-      let step = UInt64((Double(limit) * config.margin).rounded(.up))
-      if desired > target && (desired - target >= step || desired == hostWish) {
-        return setTarget(
-          desired,
-          desired == hostWish
-            ? .xenRestore(hostTarget: hostWish) : .xenRaise(limit: limit, hostTarget: hostWish))
-      }
-      return (
-        Decision(
-          .none, balloon: name, why: .xenHeldAt(target: target, hostTarget: hostWish, limit: limit)),
-        state
-      )
-    }
-    return (Decision(.none, balloon: name, why: underLimit(o, limit: limit)), state)
-  }
-
-  static func alertOnly(_ o: BalloonObservation, limit: UInt64, state: HoldState) -> (
-    Decision, HoldState
-  ) {
+  /// A kind with no lever (Hyper-V): alert over the limit, never held.
+  /// `why` gives the alert's reason from the size and the limit.
+  public static func alertOnly(
+    _ o: BalloonObservation, limit: UInt64, state: HoldState,
+    why: (_ current: UInt64, _ limit: UInt64) -> Decision.Reason
+  ) -> (Decision, HoldState) {
     // Never held by balloonctl (there is no lever): a held record is not ours.
     var state = state
     state.endHold()
     if let current = o.currentBytes, current > limit {
-      return (
-        Decision(.alert, balloon: o.name, why: .hypervOver(current: current, limit: limit)), state
-      )
+      return (Decision(.alert, balloon: o.name, why: why(current, limit)), state)
     }
     return (Decision(.none, balloon: o.name, why: underLimit(o, limit: limit)), state)
   }
 
-  static func underLimit(_ o: BalloonObservation, limit: UInt64) -> Decision.Reason {
+  public static func underLimit(_ o: BalloonObservation, limit: UInt64) -> Decision.Reason {
     .underLimit(limit: limit, current: o.currentBytes, target: o.targetBytes)
   }
 
