@@ -165,6 +165,11 @@ struct RunCommand: ParsableCommand {
   }
 
   func run() throws {
+    // The daemon blocks SIGTERM/SIGINT before anything else: they are read from
+    // a signalfd between ticks (graceful by construction). Start-up can take
+    // seconds on a guest short of memory, and a stop in that window must still
+    // end in BALLOONCTL_ON_EXIT, not in the signal's default action.
+    let signals = once ? nil : try SignalChannel([SIGTERM, SIGINT])
     let root = global.fileSystemRoot
     let settings = try configuration(root: root)
     let logger = LogSetup.logger(level: settings.logLevel)
@@ -212,9 +217,8 @@ struct RunCommand: ParsableCommand {
       return
     }
 
-    // Block SIGTERM/SIGINT before anything else runs: they are read from a
-    // signalfd between ticks (graceful by construction).
-    let signals = try SignalChannel([SIGTERM, SIGINT])
+    // SIGTERM/SIGINT were blocked when run() began (nil only with --once).
+    guard let signals else { return }
     // Outlive the pressure: the OOM killer takes the workload first, and the
     // pages a tick touches stay resident (on the live system only).
     if root.isLive {
