@@ -34,8 +34,18 @@ public struct BalloonEvent: Sendable, Equatable {
 /// machines). Both carry the same uevents; the kernel group has them before
 /// udev rules ran.
 public final class BalloonEventMonitor {
-  /// The subsystems that carry balloon events.
-  static let subsystems = ["virtio", "module", UdevBalloonIDs.xenSubsystem, "vmbus"]
+  /// The drivers that say which uevents are theirs (every built-in kind).
+  static var matchers: [any UdevMatching] {
+    BalloonDrivers.all.compactMap { $0 as? any UdevMatching }
+  }
+  /// The subsystems that carry balloon events, each once.
+  static var subsystems: [String] {
+    var seen: [String] = []
+    for subsystem in matchers.flatMap(\.eventSubsystems) where !seen.contains(subsystem) {
+      seen.append(subsystem)
+    }
+    return seen
+  }
   static let actions: Set<String> = ["add", "remove", "bind", "unbind", "change"]
   /// At most this many events per `drain()`, so a flood cannot starve the
   /// daemon; the rest stays queued and `poll()` reports it again.
@@ -106,26 +116,11 @@ public final class BalloonEventMonitor {
     sysattr: (String) -> String?
   ) -> BalloonEvent? {
     guard actions.contains(action) else { return nil }
-    let relevant: Bool
-    switch subsystem {
-    case "virtio":
-      if let modalias {
-        relevant = modalias.hasPrefix(UdevBalloonIDs.virtioModaliasPrefix)
-      } else {
-        relevant = sysattr("device") == UdevBalloonIDs.virtioDeviceID
-      }
-    case "module":
-      relevant = name == UdevBalloonIDs.vmwModule || name == UdevBalloonIDs.virtioModule
-    case UdevBalloonIDs.xenSubsystem:
-      relevant = true
-    case "vmbus":
-      if let modalias {
-        relevant = modalias.lowercased() == UdevBalloonIDs.hyperVModalias
-      } else {
-        relevant = sysattr("class_id")?.lowercased() == UdevBalloonIDs.hyperVClassID
-      }
-    default:
-      relevant = false
+    // Each kind's driver judges its own events (Drivers/).
+    let relevant = matchers.contains {
+      $0.eventSubsystems.contains(subsystem)
+        && $0.isBalloonEvent(
+          subsystem: subsystem, name: name, modalias: modalias, sysattr: sysattr)
     }
     guard relevant else { return nil }
     return BalloonEvent(action: action, subsystem: subsystem, name: name, driver: driver)

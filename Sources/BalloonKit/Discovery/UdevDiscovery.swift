@@ -33,8 +33,18 @@ public struct UdevDiscovery: Sendable {
 
 /// A driver that also matches its kind through libudev (the live system).
 /// A driver without it is found only by `SysfsDiscovery`.
+/// It also says which uevents concern its balloons, so the daemon's event
+/// monitor (BalloonEventMonitor) listens for every kind without knowing any.
 protocol UdevMatching {
   func discover(_ udev: Udev) throws(SourceError) -> [BalloonDevice]
+  /// The uevent subsystems that carry its balloons' events.
+  var eventSubsystems: [String] { get }
+  /// Whether a uevent of one of `eventSubsystems` is about one of its
+  /// balloons. A removed device has no sysfs attributes left, so the event's
+  /// `MODALIAS` comes first where the kind has one.
+  func isBalloonEvent(
+    subsystem: String, name: String, modalias: String?, sysattr: (String) -> String?
+  ) -> Bool
 }
 
 /// The identifiers discovery and the event monitor match on.

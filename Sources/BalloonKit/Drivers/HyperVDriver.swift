@@ -92,6 +92,15 @@ public struct HyperVDriver: BalloonDriver {
 }
 
 extension HyperVDriver: UdevMatching {
+  var eventSubsystems: [String] { ["vmbus"] }
+
+  func isBalloonEvent(
+    subsystem: String, name: String, modalias: String?, sysattr: (String) -> String?
+  ) -> Bool {
+    if let modalias { return modalias.lowercased() == UdevBalloonIDs.hyperVModalias }
+    return sysattr("class_id")?.lowercased() == UdevBalloonIDs.hyperVClassID
+  }
+
   /// Subsystem `vmbus` with the Dynamic Memory `class_id`.
   func discover(_ udev: Udev) throws(SourceError) -> [BalloonDevice] {
     let enumerator = try udev.enumerator()

@@ -96,6 +96,13 @@ public struct VMwareDriver: BalloonDriver {
 }
 
 extension VMwareDriver: UdevMatching {
+  /// vmw_balloon is a module, not a bus device: its load and unload are the events.
+  var eventSubsystems: [String] { ["module"] }
+
+  func isBalloonEvent(
+    subsystem: String, name: String, modalias: String?, sysattr: (String) -> String?
+  ) -> Bool { name == UdevBalloonIDs.vmwModule }
+
   /// The module `/sys/module/vmw_balloon` (it is not a bus device).
   func discover(_ udev: Udev) throws(SourceError) -> [BalloonDevice] {
     try vmware(udev).map { [$0] } ?? []

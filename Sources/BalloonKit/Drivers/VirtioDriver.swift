@@ -134,6 +134,17 @@ enum BalloonNames {
 }
 
 extension VirtioDriver: UdevMatching {
+  /// The device, and the virtio_balloon module loading (its bind follows).
+  var eventSubsystems: [String] { ["virtio", "module"] }
+
+  func isBalloonEvent(
+    subsystem: String, name: String, modalias: String?, sysattr: (String) -> String?
+  ) -> Bool {
+    guard subsystem == "virtio" else { return name == UdevBalloonIDs.virtioModule }
+    if let modalias { return modalias.hasPrefix(UdevBalloonIDs.virtioModaliasPrefix) }
+    return sysattr("device") == UdevBalloonIDs.virtioDeviceID
+  }
+
   /// Subsystem `virtio` with `device` == `0x0005`.
   func discover(_ udev: Udev) throws(SourceError) -> [BalloonDevice] {
     let enumerator = try udev.enumerator()

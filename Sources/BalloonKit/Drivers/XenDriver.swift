@@ -295,6 +295,13 @@ extension BalloonObservation {
 }
 
 extension XenDriver: UdevMatching {
+  /// xen_memory has one device, the balloon.
+  var eventSubsystems: [String] { [UdevBalloonIDs.xenSubsystem] }
+
+  func isBalloonEvent(
+    subsystem: String, name: String, modalias: String?, sysattr: (String) -> String?
+  ) -> Bool { true }
+
   /// `xen_memory0` in subsystem `xen_memory`; the built-in driver is not
   /// bound to it, so the driver is always `xen-balloon`.
   func discover(_ udev: Udev) throws(SourceError) -> [BalloonDevice] {
