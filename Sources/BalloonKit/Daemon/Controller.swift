@@ -74,6 +74,11 @@ public final class Controller {
   // The two files read every tick stay open (one pread each).
   private let meminfoFile: KeptOpenFile
   private let vmstatFile: KeptOpenFile
+  /// Their paths as text, made once: the parsers take the path for their
+  /// errors, and a FilePath-to-String conversion per tick was a good part of
+  /// the idle tick's code (BENCHMARKS.md).
+  private let meminfoPath: String
+  private let vmstatPath: String
   private var vmPinSum: UInt64?
   /// VmPin per pid from the last scan, so a status that turns unreadable
   /// keeps counting what it pinned (the limit never rises for that reason).
@@ -116,6 +121,8 @@ public final class Controller {
     self.logger = logger
     meminfoFile = KeptOpenFile(root.path(MeminfoReader.path), capacity: 8192)
     vmstatFile = KeptOpenFile(root.path(VmstatReader.path), capacity: 16384)
+    meminfoPath = meminfoFile.path.string
+    vmstatPath = vmstatFile.path.string
     var state = DaemonState(
       pid: pid, mode: config.mode.rawValue,
       intervalMilliseconds: UInt64((config.intervalSeconds * 1000).rounded()),
@@ -301,7 +308,11 @@ public final class Controller {
     var observation = observe(device, reading: reading, listed: listed, held: record.hold.held)
     observation.unreadable = readError
     // Bound or not comes from discovery; Xen's target_kb needs a reading.
-    if unverifiedHolds.contains(record.key), readError == nil || device.kind != .xen {
+    // (The key is a string built on demand: not every tick, only while a
+    // resumed hold waits for its check.)
+    if !unverifiedHolds.isEmpty, unverifiedHolds.contains(record.key),
+      readError == nil || device.kind != .xen
+    {
       record.hold = verifyResumed(record, device: device, observation: observation)
       unverifiedHolds.remove(record.key)
     }
@@ -573,10 +584,10 @@ public final class Controller {
 
   private func readMeminfo() throws(SourceError) -> Meminfo {
     guard try meminfoFile.refresh() else {
-      throw SourceError(path: meminfoFile.path.string, .unreadable(.noSuchFileOrDirectory))
+      throw SourceError(path: meminfoPath, .unreadable(.noSuchFileOrDirectory))
     }
     return try meminfoFile.withBytes { bytes throws(SourceError) in
-      try MeminfoReader.parse(bytes, path: meminfoFile.path.string)
+      try MeminfoReader.parse(bytes, path: meminfoPath)
     }
   }
 
@@ -603,10 +614,10 @@ public final class Controller {
 
   private func readVmstat() throws(SourceError) -> Vmstat {
     guard try vmstatFile.refresh() else {
-      throw SourceError(path: vmstatFile.path.string, .unreadable(.noSuchFileOrDirectory))
+      throw SourceError(path: vmstatPath, .unreadable(.noSuchFileOrDirectory))
     }
     return try vmstatFile.withBytes { bytes throws(SourceError) in
-      try VmstatReader.parse(bytes, path: vmstatFile.path.string, pageSize: root.pageSize)
+      try VmstatReader.parse(bytes, path: vmstatPath, pageSize: root.pageSize)
     }
   }
 
