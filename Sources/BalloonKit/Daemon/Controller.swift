@@ -75,8 +75,8 @@ public final class Controller {
   private let meminfoFile: KeptOpenFile
   private let vmstatFile: KeptOpenFile
   /// Their paths as text, made once: the parsers take the path for their
-  /// errors, and a FilePath-to-String conversion per tick was a good part of
-  /// the idle tick's code (BENCHMARKS.md).
+  /// errors, and converting the FilePath every tick ran SystemPackage's path
+  /// code on every idle tick for nothing (BENCHMARKS.md, section 1).
   private let meminfoPath: String
   private let vmstatPath: String
   private var vmPinSum: UInt64?
