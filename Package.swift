@@ -67,3 +67,23 @@ let package = Package(
 for target in package.targets where target.type != .system {
   target.swiftSettings = (target.swiftSettings ?? []) + upcoming
 }
+
+// Release builds put the functions the idle daemon runs next to each other at
+// the start of .text (the list: bench/tick.order, written by bench/order).
+// -function-sections gives every function of ours a section gold can place
+// (without it Swift gives one only to public ones). The tick's code then faults
+// in, and stays locked, as a few 64 KiB fault-around windows instead of one per
+// function spread over the binary (BENCHMARKS.md, section 3).
+let tickOrder = String(#filePath.dropLast("Package.swift".count)) + "bench/tick.order"
+for target in package.targets where target.name == "BalloonKit" || target.name == "balloonctl" {
+  target.swiftSettings =
+    (target.swiftSettings ?? []) + [
+      .unsafeFlags(["-Xfrontend", "-function-sections"], .when(configuration: .release))
+    ]
+}
+for target in package.targets where target.name == "balloonctl" {
+  target.linkerSettings = [
+    .unsafeFlags(
+      ["-Xlinker", "--section-ordering-file=\(tickOrder)"], .when(configuration: .release))
+  ]
+}

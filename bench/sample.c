@@ -24,6 +24,11 @@
  *   LABEL.threads            threads at the end
  *   LABEL.{vmrss,rssanon,rssfile}_kib_{start,end}
  *   LABEL.touched_kib        Referenced at the end (pages touched in the window)
+ *   LABEL.vmlck_kib          VmLck at the end: the size of its locked mappings
+ *                            (with MCL_ONFAULT, not how much of them is resident)
+ *   LABEL.locked_kib         Σ Rss of its mappings flagged `lo` in
+ *                            /proc/PID/smaps at the end: the resident pages it
+ *                            keeps locked, which count in the guest's Mlocked
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -44,7 +49,7 @@ struct proc {
 	clockid_t clock;
 	uint64_t cpu0, cpu1, wall0, wall1;
 	unsigned long long vcs0, vcs1;
-	long rss[2], anon[2], file[2], touched;
+	long rss[2], anon[2], file[2], touched, vmlck, locked;
 	int threads;
 };
 
@@ -114,6 +119,25 @@ static void memory(struct proc *p, int i)
 	p->file[i] = (long)status_field(path, "RssFile");
 }
 
+/* Σ Rss of the mappings whose VmFlags include "lo" (VM_LOCKED), or -1. */
+static long locked_rss(pid_t pid)
+{
+	char path[64], line[1024];
+	snprintf(path, sizeof path, "/proc/%d/smaps", (int)pid);
+	FILE *f = fopen(path, "re");
+	if (!f)
+		return -1;
+	long sum = 0, rss = 0;
+	while (fgets(line, sizeof line, f)) {
+		if (strncmp(line, "Rss:", 4) == 0)
+			rss = strtol(line + 4, NULL, 10);
+		else if (strncmp(line, "VmFlags:", 8) == 0 && strstr(line, " lo"))
+			sum += rss;
+	}
+	fclose(f);
+	return sum;
+}
+
 static void clear_refs(pid_t pid)
 {
 	char path[64];
@@ -180,6 +204,9 @@ int main(int argc, char **argv)
 		char path[64];
 		snprintf(path, sizeof path, "/proc/%d/smaps_rollup", (int)procs[i].pid);
 		procs[i].touched = (long)status_field(path, "Referenced");
+		snprintf(path, sizeof path, "/proc/%d/status", (int)procs[i].pid);
+		procs[i].vmlck = (long)status_field(path, "VmLck");
+		procs[i].locked = locked_rss(procs[i].pid);
 	}
 	for (int i = 0; i < n; i++) {
 		struct proc *p = &procs[i];
@@ -193,6 +220,7 @@ int main(int argc, char **argv)
 		printf("%s.rssanon_kib_start %ld\n%s.rssanon_kib_end %ld\n", p->label, p->anon[0], p->label, p->anon[1]);
 		printf("%s.rssfile_kib_start %ld\n%s.rssfile_kib_end %ld\n", p->label, p->file[0], p->label, p->file[1]);
 		printf("%s.touched_kib %ld\n", p->label, p->touched);
+		printf("%s.vmlck_kib %ld\n%s.locked_kib %ld\n", p->label, p->vmlck, p->label, p->locked);
 	}
 	return 0;
 }

@@ -1,2 +1,3 @@
 /* Linux interfaces Swift's Glibc module does not export. */
 #include <sys/signalfd.h>
+#include <malloc.h>

@@ -219,17 +219,11 @@ struct RunCommand: ParsableCommand {
 
     // SIGTERM/SIGINT were blocked when run() began (nil only with --once).
     guard let signals else { return }
-    // Outlive the pressure: the OOM killer takes the workload first, and the
-    // pages a tick touches stay resident (on the live system only).
-    if root.isLive {
-      let protection = SelfProtection.apply()
-      if let problem = protection.oomScoreProblem {
-        logger.info(
-          "could not lower our oom_score_adj", metadata: ["error": "\(problem)"])
-      }
-      if let problem = protection.lockProblem {
-        logger.info("could not lock our pages in memory", metadata: ["error": "\(problem)"])
-      }
+    // Outlive the pressure: the OOM killer takes the workload first (on the
+    // live system only). The pages a tick touches are locked by DaemonLoop,
+    // after the first tick, so that start-up's pages are not.
+    if root.isLive, let problem = SelfProtection.lowerOOMScore() {
+      logger.info("could not lower our oom_score_adj", metadata: ["error": "\(problem)"])
     }
     let monitor: BalloonEventMonitor?
     do {
@@ -275,7 +269,8 @@ struct RunCommand: ParsableCommand {
 
     try DaemonLoop(
       controller: controller, waiter: waiter, monitor: monitor, signals: signals, metrics: metrics,
-      intervalSeconds: settings.intervalSeconds, onExit: settings.onExit, logger: logger
+      intervalSeconds: settings.intervalSeconds, onExit: settings.onExit, logger: logger,
+      lockMemory: root.isLive
     ).run()
     _ = lock
   }

@@ -24,11 +24,14 @@ public final class DaemonLoop {
   let intervalMilliseconds: Int32
   let onExit: ExitPolicy
   let logger: Logger
+  /// Lock the tick's pages before the first wait (the live daemon only).
+  let lockMemory: Bool
   private var failing = false
 
   public init(
     controller: Controller, waiter: Waiter, monitor: BalloonEventMonitor?, signals: SignalChannel?,
-    metrics: MetricsFile?, intervalSeconds: Double, onExit: ExitPolicy, logger: Logger
+    metrics: MetricsFile?, intervalSeconds: Double, onExit: ExitPolicy, logger: Logger,
+    lockMemory: Bool = false
   ) {
     self.controller = controller
     self.waiter = waiter
@@ -38,10 +41,15 @@ public final class DaemonLoop {
     self.intervalMilliseconds = Int32((intervalSeconds * 1000).rounded())
     self.onExit = onExit
     self.logger = logger
+    self.lockMemory = lockMemory
   }
 
   /// Runs until a signal asks to stop. Throws only when a restart is the cure.
   public func run() throws(RestartNeeded) {
+    // Here, after start-up and the first tick and before the loop's own
+    // ticks: what gets locked is what the loop touches from now on, not what
+    // argument parsing and set-up touched (see SelfProtection.lockWorkingSet).
+    if lockMemory { lockWorkingSet() }
     while true {
       let reasons = waiter.wait(timeoutMilliseconds: intervalMilliseconds)
       if reasons.contains(.interrupted) {
@@ -90,6 +98,22 @@ public final class DaemonLoop {
       failing = true
     }
     return nil
+  }
+
+  private func lockWorkingSet() {
+    let outcome = SelfProtection.lockWorkingSet()
+    if let problem = outcome.dropProblem {
+      logger.info("could not drop start-up pages", metadata: ["error": "\(problem)"])
+    }
+    if let problem = outcome.lockProblem {
+      logger.info("could not lock our pages in memory", metadata: ["error": "\(problem)"])
+    }
+    logger.debug(
+      "start-up pages dropped; locking what the ticks touch",
+      metadata: [
+        "mappings_dropped": "\(outcome.mappingsDropped)",
+        "bytes_dropped": "\(outcome.bytesDropped)",
+      ])
   }
 
   func finish() {

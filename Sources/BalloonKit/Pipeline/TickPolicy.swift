@@ -79,7 +79,7 @@ public struct TickPolicy: Sendable {
     var droppedHold: ResumedHoldProblem?
     var verified = false
     // Bound or not comes from discovery; Xen's target_kb needs a reading.
-    if unverified.contains(record.key), readable || device.kind != .xen {
+    if !unverified.isEmpty, unverified.contains(record.key), readable || device.kind != .xen {
       if let problem = Self.resumedHoldProblem(record, sight: sight, devices: devices) {
         droppedHold = problem
         var fresh = config.freshState

@@ -15,8 +15,11 @@ public enum VirtioBalloonReader {
   /// `nr_balloon_pages` (≥ 6.15), `Balloon:` (≥ 6.15), then the
   /// `balloon_inflate − balloon_deflate` events (CONFIG_MEMORY_BALLOON). The
   /// events cover every balloon_compaction driver, which on a virtio guest is
-  /// the virtio balloon. `vmstatPath` names the file in an underflow error.
-  public static func current(meminfo: Meminfo, vmstat: Vmstat, vmstatPath: String)
+  /// the virtio balloon. `vmstatPath` names the file in an underflow error
+  /// (built only then: the daemon reads this every tick).
+  public static func current(
+    meminfo: Meminfo, vmstat: Vmstat, vmstatPath: @autoclosure () -> String
+  )
     throws(SourceError) -> Sourced
   {
     if let bytes = vmstat.balloonBytes { return .known(bytes: bytes, source: "nr_balloon_pages") }
@@ -24,7 +27,7 @@ public enum VirtioBalloonReader {
     if let inflated = vmstat.balloonInflatedBytes, let deflated = vmstat.balloonDeflatedBytes {
       guard inflated >= deflated else {
         throw .malformed(
-          vmstatPath,
+          vmstatPath(),
           "balloon_deflate (\(deflated) bytes) exceeds balloon_inflate (\(inflated) bytes)")
       }
       return .known(bytes: inflated - deflated, source: "balloon_inflate - balloon_deflate")
