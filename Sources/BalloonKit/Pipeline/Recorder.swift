@@ -19,9 +19,9 @@ public final class Recorder {
   /// Per balloon key, the read error last logged (logged again only when it changes).
   private var loggedUnreadable: [String: String] = [:]
   /// The limit the state file holds, in whole MiB, and when it was last
-  /// written (boot time): a limit that moved by a MiB or more rewrites it at
-  /// most once per interval, so `status` shows a hold's re-admit threshold as
-  /// of the latest tick. Page-level jitter (PageTables, SUnreclaim move
+  /// written (boot time): while a balloon is held, a limit that moved by a
+  /// MiB or more rewrites it at most once per interval, so `status` shows the
+  /// hold's re-admit threshold as of the latest tick. Page-level jitter (PageTables, SUnreclaim move
   /// every tick) does not rewrite it, as it does not rewrite the metrics.
   private var savedLimitMiB: UInt64?
   private var lastSaved = -Double.infinity
@@ -46,9 +46,14 @@ public final class Recorder {
   /// Balloons held now.
   public var heldBalloons: [BalloonRecord] { state.balloons.filter { $0.hold.held } }
 
-  /// Whether this tick should rewrite the state file for a moved limit alone.
+  /// Whether this tick should rewrite the state file for a moved limit alone:
+  /// only while a balloon is held, the one time `status` quotes a threshold
+  /// from the file. Without swap every anonymous page counts as pinned, so on
+  /// a busy guest the limit moves by a MiB most seconds; rewriting (two
+  /// fsyncs) for it with nothing held would be most of the idle tick's cost.
   public func limitRefreshDue(_ limitBytes: UInt64, now: Double) -> Bool {
     store != nil && savedLimitMiB != limitBytes >> 20 && now - lastSaved >= intervalSeconds
+      && state.balloons.contains { $0.hold.held }
   }
 
   /// Records one tick: read errors, each outcome's hold and decision, the

@@ -250,6 +250,28 @@ struct ControllerTests {
     #expect(try h.store.load() == after)
   }
 
+  @Test("with nothing held, a moved limit does not rewrite the state file")
+  func limitMoveWithoutHoldWritesNothing() throws {
+    let h = try Harness("virtio-6.18")
+    try h.guest.addDriverControlFiles()
+    // The host asks for half the limit: nothing to hold.
+    let probe = HostConfigProbe(targetBytes: try h.limit() / 2)
+    let controller = h.controller(probe: probe)
+    #expect(try controller.tick(now: 100, wall: 1000).decisions.map(\.action) == [.none])
+    let before = try #require(try h.store.load())
+    #expect(before.balloons.allSatisfy { !$0.hold.held })
+
+    // Without swap every anonymous page is pinned: 64 MiB more moves the
+    // limit, on a busy guest most seconds.
+    let anon = try h.guest.text("/proc/meminfo").split(separator: "\n")
+      .first { $0.hasPrefix("AnonPages:") }
+    let kiB = try #require(anon?.split(separator: " ").dropFirst().first.flatMap { UInt64($0) })
+    try h.guest.set("/proc/meminfo", key: "AnonPages", to: "      \(kiB + 65536) kB")
+    #expect(try h.limit() >> 20 != (before.limitBytes ?? 0) >> 20)
+    #expect(try controller.tick(now: 200, wall: 1100).decisions.map(\.action) == [.none])
+    #expect(try h.store.load() == before)
+  }
+
   @Test("crash safety: a restarted daemon resumes the hold without a second unbind, then re-admits")
   func resumeAfterCrash() throws {
     let h = try Harness("virtio-6.18")
