@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 import re
 import time
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
-from .errors import GuestTimeout
+from .errors import GuestError, GuestTimeout
 from .guest import Guest
 
 STATE = "/run/balloonctl/state.json"
@@ -75,3 +75,20 @@ def wait_state(g: Guest, pred: Callable[[dict], bool], timeout: float, what: str
         if time.monotonic() >= deadline:
             raise GuestTimeout(f"state.json: {what} not within {timeout:g}s (last: {json.dumps(last)[:600]})")
         time.sleep(period)
+
+
+def pin_memory(g: Guest, lock_mib: int) -> dict[str, Any]:
+    """The pinned process: memlock holding `lock_mib` MiB; returns its pid and Mlocked."""
+    out = g.check(f"memlock {lock_mib} >/tmp/memlock.log 2>&1 & echo $!")
+    pid = int(out.strip().splitlines()[-1])
+    deadline = time.monotonic() + 120
+    while True:
+        _, log = g.run("cat /tmp/memlock.log")
+        if "MEMLOCK-OK" in log:
+            break
+        if "MEMLOCK-FAIL" in log or not process_alive(g, pid):
+            raise GuestError(f"memlock {lock_mib} failed: {log.strip()}")
+        if time.monotonic() > deadline:
+            raise GuestError(f"memlock {lock_mib}: not locked within 120s")
+        time.sleep(0.3)
+    return {"memlock_pid": pid, "mlocked_kb": g.meminfo().get("Mlocked")}

@@ -3,30 +3,12 @@ started in the background with its log in /tmp/balloonctl.log."""
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from ..errors import GuestError, GuestTimeout
 from ..guest import Guest
-from ..guestside import process_alive, state_hold, wait_state
+from ..guestside import state_hold, wait_state
 from .base import BALLOONCTL
-
-
-def pin_memory(g: Guest, lock_mib: int) -> dict[str, Any]:
-    """The pinned process: memlock holding `lock_mib` MiB; returns its pid and Mlocked."""
-    out = g.check(f"memlock {lock_mib} >/tmp/memlock.log 2>&1 & echo $!")
-    pid = int(out.strip().splitlines()[-1])
-    deadline = time.monotonic() + 120
-    while True:
-        _, log = g.run("cat /tmp/memlock.log")
-        if "MEMLOCK-OK" in log:
-            break
-        if "MEMLOCK-FAIL" in log or not process_alive(g, pid):
-            raise GuestError(f"memlock {lock_mib} failed: {log.strip()}")
-        if time.monotonic() > deadline:
-            raise GuestError(f"memlock {lock_mib}: not locked within 120s")
-        time.sleep(0.3)
-    return {"memlock_pid": pid, "mlocked_kb": g.meminfo().get("Mlocked")}
 
 
 def start_daemon(g: Guest, interval: float = 0.2, mode: str = "enforce", probe_target: bool = True) -> int:

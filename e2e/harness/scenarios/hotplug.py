@@ -8,9 +8,9 @@ from typing import Any
 
 from ..errors import GuestTimeout
 from ..guest import Guest, MiB, page_align
-from ..guestside import balloon_virtio_name, driver_bound, is_held, process_alive, read_state, state_hold, wait_state
+from ..guestside import balloon_virtio_name, driver_bound, is_held, pin_memory, process_alive, read_state, state_hold, wait_state
 from .base import Context, Scenario, verdict
-from .daemon import log_lines, pin_memory, start_and_wait_daemon
+from .daemon import log_lines, start_and_wait_daemon
 
 
 def _unplug(g: Guest) -> dict[str, Any]:

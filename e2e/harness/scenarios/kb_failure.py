@@ -10,9 +10,9 @@ from typing import Any
 
 from ..errors import GuestDied, GuestError
 from ..guest import PAGE, Guest, MiB, page_align
-from ..guestside import driver_bound, is_held, process_alive, read_state, state_hold, wait_state
+from ..guestside import driver_bound, is_held, pin_memory, process_alive, read_state, state_hold, wait_state
 from .base import TOL_MS, Context, Scenario, fmt_mib, fmt_ms, ms, verdict
-from .daemon import log_lines, pin_memory, start_and_wait_daemon
+from .daemon import log_lines, start_and_wait_daemon
 
 
 def _kb_sizes(ctx: Context, ram_mib: int) -> dict[str, int]:

@@ -8,9 +8,9 @@ import time
 from typing import Any
 
 from ..guest import MiB, page_align
-from ..guestside import driver_bound, process_alive
+from ..guestside import driver_bound, pin_memory, process_alive
 from .base import Context, Scenario, fmt_mib, verdict
-from .daemon import log_lines, pin_memory, start_and_wait_daemon
+from .daemon import log_lines, start_and_wait_daemon
 
 
 def run(ctx: Context) -> dict:

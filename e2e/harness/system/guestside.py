@@ -8,7 +8,6 @@ import time
 from typing import Any, Callable, Optional
 
 from .. import guestside
-from ..errors import GuestError
 from ..guest import page_align
 from .guest import SystemGuest
 
@@ -86,21 +85,6 @@ def oom_kills(g: SystemGuest, timeout: float = 20.0) -> int:
 def oom_victims(g: SystemGuest) -> list[str]:
     _, out = g.run("dmesg | grep -E 'Killed process' || true")
     return re.findall(r"Killed process \d+ \(([^)]+)\)", out)
-
-
-def memlock(g: SystemGuest, mib_: int) -> dict[str, Any]:
-    """The pinned process: memlock holding `mib_` MiB (outside any sandbox)."""
-    out = g.check(f"memlock {mib_} >/tmp/memlock.log 2>&1 & echo $!")
-    pid = int(out.strip().splitlines()[-1])
-    deadline = time.monotonic() + 120
-    while True:
-        _, log = g.run("cat /tmp/memlock.log")
-        if "MEMLOCK-OK" in log:
-            return {"memlock_pid": pid, "mlocked_kb": g.meminfo().get("Mlocked")}
-        rc, _ = g.run(f"kill -0 {pid}")
-        if "MEMLOCK-FAIL" in log or rc != 0 or time.monotonic() > deadline:
-            raise GuestError(f"memlock {mib_} failed: {log.strip()}")
-        time.sleep(0.3)
 
 
 def memhog(g: SystemGuest, mib_: int) -> dict[str, Any]:

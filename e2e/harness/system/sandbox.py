@@ -15,9 +15,9 @@ from typing import Any, Optional
 
 from ..errors import GuestError, GuestTimeout
 from ..guest import MiB, page_align
-from ..guestside import driver_bound, is_held, read_state, state_hold
+from ..guestside import driver_bound, is_held, pin_memory, read_state, state_hold
 from .guest import SystemConfig, SystemGuest, SystemImage
-from .guestside import (UNIT, VOLATILE, Problems, ask_balloon, is_active, journal, keep_journal, memhog, memlock,
+from .guestside import (UNIT, VOLATILE, Problems, ask_balloon, is_active, journal, keep_journal, memhog,
                         oom_kills, oom_victims, release_lines, service, verdict, wait_service, wait_state)
 
 
@@ -42,7 +42,7 @@ def boot_sandbox(img: SystemImage, logdir: str, disk: str, opts: dict[str, Any])
             rc, _ = g.run("test -d /sys/bus/virtio/drivers/virtio_balloon")
             sab["module_loaded_at_start"] = rc == 0
             p.need(rc != 0, "virtio_balloon was already loaded when the unit started (blacklist ignored?)")
-            kb.update(memlock(g, lock_mib))
+            kb.update(pin_memory(g, lock_mib))
             g.check("modprobe virtio_balloon")
             st = wait_state(g, lambda st: state_hold(st) is not None and st.get("limit_bytes"), 30,
                             "the daemon sees the balloon")
@@ -216,7 +216,7 @@ def kb_without(g: SystemGuest, kb: dict, lock_mib: int, work_mib: int) -> None:
           "echo ${d##*/} >/sys/bus/virtio/drivers/virtio_balloon/bind; done; true")
     g.balloon(g.ram_bytes)
     g.wait_actual(lambda a: a == g.ram_bytes, timeout=60)
-    w = memlock(g, lock_mib)
+    w = pin_memory(g, lock_mib)
     oom0 = oom_kills(g)
     with g.sampler(0.05) as smp:
         t_req = ask_balloon(g, kb["balloon_target_bytes"])
