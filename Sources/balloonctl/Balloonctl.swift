@@ -20,8 +20,10 @@ struct Balloonctl: ParsableCommand {
       under (VMware KB 340369's formula, live) and shows the host-side setting that enforces it.
 
       Examples:
-        balloonctl status               the balloon, its sizes, pinned memory, the limit
+        balloonctl status               balloon, sizes, pinned memory, limit
         balloonctl status --json        the same, for scripts
+        balloonctl status --watch       a live view, redrawn every 2 s
+        balloonctl status --check       one line and exit 0-3 for monitoring
         balloonctl limit --explain      the formula with this guest's numbers
         balloonctl run --mode report    the daemon, acting on nothing
         balloonctl status --root /snap  a captured /proc + /sys tree
