@@ -133,13 +133,15 @@ struct StatusCommand: ParsableCommand {
         heldBalloons: daemon?.heldBalloons ?? []
       ).render()
       if let daemon {
-        text += "\n\n" + daemon.lines(limitBytes: daemonLimit).joined(separator: "\n")
+        text +=
+          "\n\n" + TerminalText.fit(daemon.lines(limitBytes: daemonLimit).joined(separator: "\n"))
       } else if let daemonProblem {
+        // An error stays one line, whatever its width, to be copied whole.
         text += "\n\nDaemon state: \(daemonProblem)"
       } else {
         text += "\n\nDaemon    no state: balloonctl run has not run since boot"
       }
-      print(TerminalText.fit(text))
+      print(text)
     }
     // After the output: the rest of the status is still worth showing.
     if let daemonProblem { throw daemonProblem }

@@ -121,7 +121,8 @@ public struct StatusAssessment: Sendable, Equatable {
     case .within:
       return "\(name) \(current), target \(target)"
     case .over(let by):
-      return "\(name) over the limit by \(ByteFormat.human(by)) (balloon \(current), target \(target))"
+      return
+        "\(name) over the limit by \(ByteFormat.human(by)) (balloon \(current), target \(target))"
     case .held(let over):
       return "\(name) held: " + Self.heldPhrase(reading, targetOverBy: over)
     case .heldStillOver(let by):

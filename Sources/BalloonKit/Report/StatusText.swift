@@ -49,7 +49,9 @@ public struct StatusText {
     let assessment = assessment
     var blocks: [[String]] = []
     if snapshot.balloons.isEmpty {
-      blocks.append(["Balloon   none found (no virtio, VMware, Xen or Hyper-V balloon in this guest)"])
+      blocks.append([
+        "Balloon   none found (no virtio, VMware, Xen or Hyper-V balloon in this guest)"
+      ])
     } else {
       blocks.append(assessment.balloons.flatMap(balloonLines))
     }
@@ -87,11 +89,12 @@ public struct StatusText {
     if !balloon.features.isEmpty {
       lines.append("  features  \(balloon.features.joined(separator: " "))")
     }
-    lines.append("  current   " + sourced(balloon.current))
+    // A long source or reason continues under its parenthesis.
+    lines += TerminalText.wrap("  current   " + sourced(balloon.current), indent: 23)
     if let actual = balloon.deviceActualBytes, actual != balloon.current.bytes {
       lines.append("  actual    \(ByteFormat.human(actual))  (virtio config actual)")
     }
-    lines.append("  target    " + sourced(balloon.target))
+    lines += TerminalText.wrap("  target    " + sourced(balloon.target), indent: 23)
     lines += device.kind.driver.statusLines(balloon)
     switch assessed.condition {
     case .within: break
@@ -109,7 +112,7 @@ public struct StatusText {
     return lines
   }
 
-  /// `12.0 MiB   (source)`; wrapped by `render()` under the parenthesis.
+  /// `12.0 MiB   (source)`.
   func sourced(_ value: Sourced) -> String {
     switch value {
     case .known(let bytes, let source):

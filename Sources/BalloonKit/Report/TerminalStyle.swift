@@ -121,15 +121,18 @@ public enum TerminalText {
   /// `line` broken at spaces so that each piece fits `width` columns; the
   /// pieces after the first start with `indent` spaces. A word longer than
   /// the room left (a long path) is cut, so every piece fits.
-  public static func wrap(_ line: String, indent: Int, width: Int = TerminalText.width) -> [String] {
+  public static func wrap(_ line: String, indent: Int, width: Int = TerminalText.width) -> [String]
+  {
     guard columns(line) > width else { return [line] }
     let margin = String(repeating: " ", count: max(0, min(indent, width / 2)))
     var pieces: [String] = []
     var current = ""
     // Leading spaces belong to the first piece; the rest splits at spaces.
     let leading = line.prefix { $0 == " " }
-    var words = line.dropFirst(leading.count).split(separator: " ", omittingEmptySubsequences: false)
-      .map(String.init)
+    var words = line.dropFirst(leading.count).split(
+      separator: " ", omittingEmptySubsequences: false
+    )
+    .map(String.init)
     current = String(leading)
     var atStart = true
     while !words.isEmpty {
