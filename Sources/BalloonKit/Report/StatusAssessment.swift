@@ -91,14 +91,14 @@ public struct StatusAssessment: Sendable, Equatable {
     balloons.contains { if case .held = $0.condition { true } else { false } }
   }
 
-  /// "balloon released (0 B); the host asks 665.6 MiB, 410.5 MiB over the
-  /// limit": a held balloon, plainly.
+  /// "released (0 B); the host asks 665.6 MiB, 410.5 MiB over the limit":
+  /// a held balloon, plainly (after "held" or "held: balloon").
   public static func heldPhrase(_ reading: BalloonReading, targetOverBy: UInt64?) -> String {
     let size: String
     switch reading.effectiveCurrentBytes {
-    case 0?: size = "balloon released (0 B)"
-    case let bytes?: size = "balloon \(ByteFormat.human(bytes)), under the limit"
-    case nil: size = "balloon size unknown (\(reading.current.reason ?? "not read"))"
+    case 0?: size = "released (0 B)"
+    case let bytes?: size = "at \(ByteFormat.human(bytes)), under the limit"
+    case nil: size = "size unknown (\(reading.current.reason ?? "not read"))"
     }
     let host: String
     switch (reading.target.bytes, targetOverBy) {
@@ -124,7 +124,7 @@ public struct StatusAssessment: Sendable, Equatable {
       return
         "\(name) over the limit by \(ByteFormat.human(by)) (balloon \(current), target \(target))"
     case .held(let over):
-      return "\(name) held: " + Self.heldPhrase(reading, targetOverBy: over)
+      return "\(name) held: balloon " + Self.heldPhrase(reading, targetOverBy: over)
     case .heldStillOver(let by):
       return "\(name) held but still \(ByteFormat.human(by)) over the limit (balloon \(current))"
     }

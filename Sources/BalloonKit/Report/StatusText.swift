@@ -220,9 +220,10 @@ public struct StatusText {
         + ": \(over.joined(separator: ", ")) may take memory the guest cannot give (limit \(ByteFormat.human(snapshot.limit.bytes)))."
     }
     if !held.isEmpty {
+      let names = held.joined(separator: ", ")
       return style.notice("HELD")
-        + ": the daemon released \(held.joined(separator: ", ")) and holds it under the limit;"
-        + " nothing is over the limit now (the daemon's part is below)."
+        + ": \(names) \(held.count == 1 ? "is" : "are") released and held by the daemon;"
+        + " nothing is over the limit."
     }
     let unknownTarget = snapshot.balloons.contains { $0.target.bytes == nil }
     return unknownTarget

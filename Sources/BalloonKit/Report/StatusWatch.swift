@@ -93,7 +93,7 @@ public struct StatusWatchFrame {
         lines.append("  hold      none; " + style.alarm("OVER LIMIT") + " by \(h(by))")
       case .held(let over):
         lines.append(
-          "  hold      " + style.notice("held") + ": "
+          "  hold      " + style.notice("held") + ", "
             + StatusAssessment.heldPhrase(reading, targetOverBy: over))
       case .heldStillOver(let by):
         lines.append(

@@ -54,9 +54,11 @@ struct StatusTerminalCommandTests {
     #expect(text.status == 0)
     #expect(
       text.stdout.contains(
-        "\n  held      balloon 1.0 GiB, under the limit; the host's target is unknown\n"),
+        "\n  held      at 1.0 GiB, under the limit; the host's target is unknown\n"),
       "\(text.stdout)")
-    #expect(text.stdout.contains("\nHELD: the daemon released virtio0"))
+    #expect(
+      text.stdout.contains(
+        "\nHELD: virtio0 is released and held by the daemon; nothing is over the limit."))
   }
 
   @Test("status --check on an unreadable kernel file or state file: UNKNOWN, exit 3")

@@ -216,23 +216,23 @@ struct TerminalOutputTests {
     .init(
       label: "held, released, host asks 410.5 MiB over", current: 0,
       targetOverLimit: 410 * Int64(mib) + 512 * 1024, held: true, level: .warning,
-      line: "  held      balloon released (0 B); the host asks {target}, 410.5 MiB over the limit",
-      verdictStart: "HELD: the daemon released virtio0",
+      line: "  held      released (0 B); the host asks {target}, 410.5 MiB over the limit",
+      verdictStart: "HELD: virtio0 is released and held by the daemon; nothing is over the limit.",
       check:
         "BALLOONCTL WARNING - virtio0 held: balloon released (0 B); the host asks {target}, 410.5 MiB over the limit, limit {limit} | balloon=0B;;;0 limit={limitBytes}B;;;0"
     ),
     .init(
       label: "held, host back within the limit", current: 0, targetOverLimit: -100 * Int64(mib),
       held: true, level: .warning,
-      line: "  held      balloon released (0 B); the host asks {target}, within the limit",
-      verdictStart: "HELD: the daemon released virtio0",
+      line: "  held      released (0 B); the host asks {target}, within the limit",
+      verdictStart: "HELD: virtio0 is released and held by the daemon; nothing is over the limit.",
       check:
         "BALLOONCTL WARNING - virtio0 held: balloon released (0 B); the host asks {target}, within the limit, limit {limit} | balloon=0B;;;0 limit={limitBytes}B;;;0"
     ),
     .init(
       label: "held, target unknown", current: 0, targetOverLimit: nil, held: true, level: .warning,
-      line: "  held      balloon released (0 B); the host's target is unknown",
-      verdictStart: "HELD: the daemon released virtio0",
+      line: "  held      released (0 B); the host's target is unknown",
+      verdictStart: "HELD: virtio0 is released and held by the daemon; nothing is over the limit.",
       check:
         "BALLOONCTL WARNING - virtio0 held: balloon released (0 B); the host's target is unknown, limit {limit} | balloon=0B;;;0 limit={limitBytes}B;;;0"
     ),
