@@ -33,6 +33,7 @@ struct Balloonctl: ParsableCommand {
         1   a kernel file, the config or the state could not be read (the
             one-line error names it), or another `run` holds the lock
         64  invalid command line or settings
+        `status --check` exits 0 OK, 1 WARNING, 2 CRITICAL or 3 UNKNOWN instead.
       """,
     version: BalloonctlVersion.string,
     subcommands: [StatusCommand.self, LimitCommand.self, RunCommand.self, ReadmitCommand.self],

@@ -67,7 +67,7 @@ struct StatusCommand: ParsableCommand {
   @Option(
     name: .long, defaultAsFlag: StatusCommand.defaultWatchSeconds, parsing: .next,
     help: ArgumentHelp(
-      "Redraw a live view every <seconds> (2 when no value is given) until Ctrl-C.",
+      "Redraw a live view every <seconds> until Ctrl-C.",
       discussion: """
         The balloon, its target, the limit, the hold and the balloon's recent sizes. On a \
         terminal it draws in place on the alternate screen; otherwise it prints one frame \

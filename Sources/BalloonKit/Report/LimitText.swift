@@ -77,7 +77,7 @@ public struct LimitText {
       lines.append(
         "            QMP {\"execute\":\"balloon\",\"arguments\":{\"value\":\(floorBytes)}}")
       lines.append(
-        "          (configured RAM ≈ \(h(ram)) from the firmware memory map, minus the limit)")
+        "          (configured RAM ≈ \(h(ram)) from the firmware memory map − the limit)")
     } else {
       lines.append(
         "  KVM     RAM target floor unknown (no firmware memory map to learn the configured"

@@ -181,6 +181,18 @@ struct StatusTerminalCommandTests {
     #expect(TerminalText.widestLine(output) <= 80)
   }
 
+  @Test("status --watch with no value, then another option: every 2 s")
+  func watchDefault() throws {
+    let root = Fixtures.directory("none").string
+    let running = try Balloonctl.start(["status", "--watch", "--root", root])
+    let first = Self.read(running.stdout, until: "\n\nOK: no balloon", count: 1)
+    running.signal(SIGINT)
+    let result = running.wait()
+    #expect(result.status == 0, "\(result.stderr)")
+    #expect(first.hasPrefix("balloonctl status --watch: every 2 s, "), "\(first)")
+    #expect(first.contains("Balloon   none found"))
+  }
+
   /// Starts the binary with its stdout on a new pseudo-terminal; returns the
   /// master side to read what it drew.
   static func startOnTerminal(_ arguments: [String], environment: [String]) throws -> (
