@@ -29,11 +29,11 @@ struct StatusCommand: ParsableCommand {
         balloonctl status --json | jq .limit.maxmemctl_mb
         balloonctl status --json | jq .daemon.settings
         balloonctl status --processes 5
-        balloonctl status --probe-target     virtio: also read the host's target
+        balloonctl status --probe-target     virtio: the host's target too
         balloonctl status --root ./snapshot  a copied /proc + /sys tree
         balloonctl status --watch            redraw every 2 s until Ctrl-C
         balloonctl status --watch 0.5        every half second
-        balloonctl status --check            for Nagios/Icinga: exit 0-3, one line
+        balloonctl status --check            Nagios/Icinga: exit 0-3
         NO_COLOR=1 balloonctl status         no colour (TERM=dumb too)
 
       Colour only on a terminal, and not with NO_COLOR set (to anything) or \
