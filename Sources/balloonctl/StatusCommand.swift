@@ -197,13 +197,23 @@ struct StatusCommand: ParsableCommand {
       let frame = watchFrame(
         root: root, intervalSeconds: intervalSeconds, history: &history, style: style)
       let text =
-        terminal ? TerminalScreen.redraw(frame) : (frames == 0 ? "" : "\n") + frame + "\n"
+        terminal
+        ? TerminalScreen.redraw(frame, rows: Self.terminalRows())
+        : (frames == 0 ? "" : "\n") + frame + "\n"
       try output.writeAll(Array(text.utf8))
       frames += 1
       var descriptor = pollfd(fd: signals.fileDescriptor, events: Int16(POLLIN), revents: 0)
       let ready = poll(&descriptor, 1, Int32(intervalSeconds * 1000))
       if ready > 0 && !signals.drain().isEmpty { return }
     }
+  }
+
+  /// The height of the terminal on stdout, asked each frame (it may have
+  /// been resized); nil when it cannot be known.
+  static func terminalRows() -> Int? {
+    var size = winsize()
+    guard ioctl(1, UInt(TIOCGWINSZ), &size) == 0, size.ws_row > 0 else { return nil }
+    return Int(size.ws_row)
   }
 
   /// One frame; a reading that fails shows its one-line error instead (the

@@ -131,9 +131,11 @@ public enum TerminalScreen {
 
   /// `frame` drawn from the top-left corner: each line clears what is left
   /// of the previous frame's line, and the rest of the screen is cleared.
-  public static func redraw(_ frame: String) -> String {
-    "\u{1B}[H"
-      + frame.split(separator: "\n", omittingEmptySubsequences: false)
-      .map { $0 + "\u{1B}[K" }.joined(separator: "\n") + "\u{1B}[J"
+  /// At most `rows` lines (the terminal's height, when known): one more
+  /// would scroll the screen, and the next frame would not overwrite this one.
+  public static func redraw(_ frame: String, rows: Int? = nil) -> String {
+    var lines = frame.split(separator: "\n", omittingEmptySubsequences: false)
+    if let rows, rows > 0, lines.count > rows { lines = Array(lines.prefix(rows)) }
+    return "\u{1B}[H" + lines.map { $0 + "\u{1B}[K" }.joined(separator: "\n") + "\u{1B}[J"
   }
 }

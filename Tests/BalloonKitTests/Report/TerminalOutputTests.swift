@@ -164,6 +164,15 @@ struct TerminalOutputTests {
     #expect(Sparkline.render([5, 0], scale: 0, unicode: true) == "▁▁")
   }
 
+  @Test("a redraw starts at the top-left corner, clears each line's rest, and never scrolls")
+  func redraw() {
+    let frame = "one\ntwo\nthree"
+    #expect(
+      TerminalScreen.redraw(frame) == "\u{1B}[Hone\u{1B}[K\ntwo\u{1B}[K\nthree\u{1B}[K\u{1B}[J")
+    #expect(TerminalScreen.redraw(frame, rows: 2) == "\u{1B}[Hone\u{1B}[K\ntwo\u{1B}[K\u{1B}[J")
+    #expect(TerminalScreen.redraw(frame, rows: 0) == TerminalScreen.redraw(frame))
+  }
+
   @Test("the history keeps the last readings, oldest first")
   func history() throws {
     let snapshot = try Self.snapshot("vmw-6.x")
