@@ -20,8 +20,10 @@ struct Balloonctl: ParsableCommand {
       under (VMware KB 340369's formula, live) and shows the host-side setting that enforces it.
 
       Examples:
-        balloonctl status               the balloon, its sizes, pinned memory, the limit
+        balloonctl status               balloon, sizes, pinned memory, limit
         balloonctl status --json        the same, for scripts
+        balloonctl status --watch       a live view, redrawn every 2 s
+        balloonctl status --check       one line and exit 0-3 for monitoring
         balloonctl limit --explain      the formula with this guest's numbers
         balloonctl run --mode report    the daemon, acting on nothing
         balloonctl status --root /snap  a captured /proc + /sys tree
@@ -31,6 +33,7 @@ struct Balloonctl: ParsableCommand {
         1   a kernel file, the config or the state could not be read (the
             one-line error names it), or another `run` holds the lock
         64  invalid command line or settings
+        `status --check` exits 0 OK, 1 WARNING, 2 CRITICAL or 3 UNKNOWN instead.
       """,
     version: BalloonctlVersion.string,
     subcommands: [StatusCommand.self, LimitCommand.self, RunCommand.self, ReadmitCommand.self],

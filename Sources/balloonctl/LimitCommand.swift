@@ -15,7 +15,7 @@ struct LimitCommand: ParsableCommand {
 
       Examples:
         balloonctl limit
-        balloonctl limit --explain          every term of the formula, with its source
+        balloonctl limit --explain      every term and its source
         balloonctl limit --fraction 0.5
         balloonctl limit --json
 

@@ -39,7 +39,7 @@ public struct LimitText {
     let guestSource =
       limit.guestBytes == snapshot.meminfo.memTotal
       ? "MemTotal"
-      : "MemTotal \(h(snapshot.meminfo.memTotal)) + ballooned pages the driver took out of it"
+      : "MemTotal \(h(snapshot.meminfo.memTotal)) + pages the driver took out"
     lines.append(row("  ", "guest", h(limit.guestBytes), guestSource))
     lines.append(
       row("− ", "pinned", h(pinned.totalBytes), "hugetlb + locked + dma + kernel + unswappable"))
@@ -77,11 +77,11 @@ public struct LimitText {
       lines.append(
         "            QMP {\"execute\":\"balloon\",\"arguments\":{\"value\":\(floorBytes)}}")
       lines.append(
-        "          (configured RAM ≈ \(h(ram)) from the firmware memory map, minus the limit)")
+        "          (configured RAM ≈ \(h(ram)) from the firmware memory map − the limit)")
     } else {
       lines.append(
-        "  KVM     RAM target floor unknown: no firmware memory map to learn the configured RAM;"
-          + " keep the target ≥ configured RAM − \(limit.bytes >> 20) MiB")
+        "  KVM     RAM target floor unknown (no firmware memory map to learn the configured"
+          + " RAM): keep the target ≥ configured RAM − \(limit.bytes >> 20) MiB")
     }
     lines.append("")
     switch swapCheck {
@@ -99,15 +99,19 @@ public struct LimitText {
           + " can take only page cache and free memory")
     }
     if explain { lines += explainSources() }
-    return lines.joined(separator: "\n")
+    // Rows wrap their note under the note's column; other long lines under
+    // their text (TerminalText.fit).
+    return TerminalText.fit(lines.joined(separator: "\n"))
   }
 
-  /// `  − pinned       2.0 GiB     why`: sign, label, value, note in fixed columns.
+  /// `  − pinned       2.0 GiB     why`: sign, label, value, note in fixed
+  /// columns; a note too long for 80 columns continues under itself.
   func row(_ sign: String, _ label: String, _ value: String, _ note: String, nested: Bool = false)
     -> String
   {
     let head = "  " + sign + (nested ? "  " : "") + label
-    return ByteFormat.padded(head, 19) + ByteFormat.padded(value, 12) + note
+    let line = ByteFormat.padded(head, 19) + ByteFormat.padded(value, 12) + note
+    return TerminalText.wrap(line, indent: 31).joined(separator: "\n")
   }
 
   func opt(_ bytes: UInt64?) -> String { ByteFormat.human(bytes, unknown: "absent") }
@@ -120,7 +124,7 @@ public struct LimitText {
     lines.append(
       row(
         "  ", "hugetlb", h(p.hugetlbBytes),
-        "\(p.hugetlbSource): huge pages are never swapped or ballooned", nested: true))
+        "\(p.hugetlbSource): never swapped or ballooned", nested: true))
     lines.append(
       row(
         "  ", "locked", h(p.lockedBytes),
@@ -148,17 +152,17 @@ public struct LimitText {
 
   func explainSources() -> [String] {
     var lines = ["", "Sources"]
-    lines.append(
-      "  /proc/meminfo  MemTotal, Mlocked, Unevictable, Hugetlb, SUnreclaim, KernelStack,")
-    lines.append("                 PageTables, SecPageTables, Percpu, AnonPages, Shmem, SwapTotal")
-    lines.append(
-      "  /proc/vmstat   nr_foll_pin_acquired − nr_foll_pin_released (outstanding DMA pins)")
-    lines.append(
-      "  /proc/*/status VmPin (pinned_vm: RDMA, io_uring, iommufd), summed over processes")
+    lines.append("  /proc/meminfo   MemTotal, Mlocked, Unevictable, Hugetlb, SUnreclaim,")
+    lines.append("                  KernelStack, PageTables, SecPageTables, Percpu, AnonPages,")
+    lines.append("                  Shmem, SwapTotal")
+    lines.append("  /proc/vmstat    nr_foll_pin_acquired − nr_foll_pin_released")
+    lines.append("                  (outstanding DMA pins)")
+    lines.append("  /proc/*/status  VmPin (pinned_vm: RDMA, io_uring, iommufd), summed over")
+    lines.append("                  processes")
     for balloon in snapshot.balloons where balloon.device.removesFromMemTotal {
       lines.append(
-        "  \(balloon.device.name): its driver takes ballooned pages out of MemTotal, so guest adds them back"
-      )
+        "  \(balloon.device.name)  its driver takes ballooned pages out of MemTotal, so guest"
+          + " adds them back")
     }
     return lines
   }

@@ -1,44 +1,82 @@
 /// The human `status` report: what balloon, how big, what is pinned, the limit.
+/// Built as blocks separated by blank lines (`blocks()`), each fitted to 80
+/// columns, so a new block is one more entry in the list.
 public struct StatusText {
   public var snapshot: GuestSnapshot
   /// Show this many top processes by locked + pinned memory (nil: none).
   public var processes: Int?
-  /// ANSI emphasis for "OVER LIMIT" (only on a terminal).
-  public var color: Bool
+  /// Colour (only on a terminal) and block characters or ASCII.
+  public var style: TerminalStyle
+  /// The balloons the daemon holds (`BalloonRecord.key`), from its state file.
+  public var heldBalloons: Set<String>
   public var barWidth = 48
 
-  public init(snapshot: GuestSnapshot, processes: Int? = nil, color: Bool = false) {
+  /// ANSI emphasis for "OVER LIMIT" (only on a terminal).
+  public var color: Bool {
+    get { style.color }
+    set { style.color = newValue }
+  }
+
+  public init(
+    snapshot: GuestSnapshot, processes: Int? = nil, color: Bool = false,
+    heldBalloons: Set<String> = []
+  ) {
+    self.init(
+      snapshot: snapshot, processes: processes,
+      style: TerminalStyle(color: color, unicode: true), heldBalloons: heldBalloons)
+  }
+
+  public init(
+    snapshot: GuestSnapshot, processes: Int? = nil, style: TerminalStyle,
+    heldBalloons: Set<String> = []
+  ) {
     self.snapshot = snapshot
     self.processes = processes
-    self.color = color
+    self.style = style
+    self.heldBalloons = heldBalloons
+  }
+
+  public var assessment: StatusAssessment {
+    StatusAssessment(snapshot: snapshot, heldBalloons: heldBalloons)
   }
 
   public func render() -> String {
-    var lines: [String] = []
-    let limit = snapshot.limit
-    if snapshot.balloons.isEmpty {
-      lines.append("Balloon   none found (no virtio, VMware, Xen or Hyper-V balloon in this guest)")
-    }
-    for balloon in snapshot.balloons {
-      lines += balloonLines(balloon)
-    }
-    lines.append("")
-    lines += memoryLines()
-    lines.append("")
-    lines.append(
-      "Limit     \(ByteFormat.human(limit.bytes))  \(limitSummary(limit))")
-    lines.append("  VMware  sched.mem.maxmemctl = \"\(limit.maxmemctlMB)\"  (MB, in the VM's .vmx)")
-    for note in snapshot.notes { lines.append("Note      \(note)") }
-    if let count = processes {
-      lines.append("")
-      lines += processLines(count)
-    }
-    lines.append("")
-    lines.append(verdict())
-    return lines.joined(separator: "\n")
+    TerminalText.fit(blocks().map { $0.joined(separator: "\n") }.joined(separator: "\n\n"))
   }
 
-  func balloonLines(_ balloon: BalloonReading) -> [String] {
+  /// The report's blocks, in order; blank lines go between them.
+  public func blocks() -> [[String]] {
+    let assessment = assessment
+    var blocks: [[String]] = []
+    if snapshot.balloons.isEmpty {
+      blocks.append([
+        "Balloon   none found (no virtio, VMware, Xen or Hyper-V balloon in this guest)"
+      ])
+    } else {
+      blocks.append(assessment.balloons.flatMap(balloonLines))
+    }
+    blocks.append(memoryLines())
+    blocks.append(limitLines())
+    if let count = processes { blocks.append(processLines(count)) }
+    blocks.append([verdict(assessment)])
+    return blocks
+  }
+
+  func limitLines() -> [String] {
+    let limit = snapshot.limit
+    var lines = ["Limit     \(ByteFormat.human(limit.bytes))  " + limitSummary(limit)]
+    if limit.boundedBy == .swap {
+      lines.append(
+        "          (\(ByteFormat.fraction(limit.fraction)) × (guest − pinned) would be "
+          + "\(ByteFormat.human(limit.fractionBytes)))")
+    }
+    lines.append("  VMware  sched.mem.maxmemctl = \"\(limit.maxmemctlMB)\"  (MB, in the VM's .vmx)")
+    for note in snapshot.notes { lines.append("Note      \(note)") }
+    return lines
+  }
+
+  func balloonLines(_ assessed: StatusAssessment.Balloon) -> [String] {
+    let balloon = assessed.reading
     let device = balloon.device
     var identity = "\(device.kind.rawValue)"
     if let driver = device.driver {
@@ -51,18 +89,30 @@ public struct StatusText {
     if !balloon.features.isEmpty {
       lines.append("  features  \(balloon.features.joined(separator: " "))")
     }
-    lines.append("  current   " + sourced(balloon.current))
+    // A long source or reason continues under its parenthesis.
+    lines += TerminalText.wrap("  current   " + sourced(balloon.current), indent: 23)
     if let actual = balloon.deviceActualBytes, actual != balloon.current.bytes {
       lines.append("  actual    \(ByteFormat.human(actual))  (virtio config actual)")
     }
-    lines.append("  target    " + sourced(balloon.target))
+    lines += TerminalText.wrap("  target    " + sourced(balloon.target), indent: 23)
     lines += device.kind.driver.statusLines(balloon)
-    if snapshot.isOverLimit(balloon) {
-      lines.append("  " + emphasis("OVER LIMIT") + " by \(ByteFormat.human(overBy(balloon)))")
+    switch assessed.condition {
+    case .within: break
+    case .over(let by):
+      lines.append("  " + style.alarm("OVER LIMIT") + " by \(ByteFormat.human(by))")
+    case .held(let targetOverBy):
+      lines.append(
+        "  " + style.notice("held") + "      "
+          + StatusAssessment.heldPhrase(balloon, targetOverBy: targetOverBy))
+    case .heldStillOver(let by):
+      lines.append(
+        "  " + style.alarm("OVER LIMIT") + " by \(ByteFormat.human(by)) although held:"
+          + " the balloon has not come back under the limit")
     }
     return lines
   }
 
+  /// `12.0 MiB   (source)`.
   func sourced(_ value: Sourced) -> String {
     switch value {
     case .known(let bytes, let source):
@@ -81,18 +131,25 @@ public struct StatusText {
     var guestNote = "MemTotal"
     if guest != snapshot.meminfo.memTotal { guestNote = "MemTotal + ballooned pages" }
     let rest = guest > pinned.totalBytes +| ballooned ? guest - (pinned.totalBytes +| ballooned) : 0
+    let cell = glyphs
     return [
       "Memory    guest \(ByteFormat.human(guest)) (\(guestNote)), \(swap)",
       "  " + bar(pinned: pinned.totalBytes, balloon: ballooned, whole: guest),
-      "  █ pinned \(ByteFormat.human(pinned.totalBytes)) \(ByteFormat.percent(pinned.totalBytes, of: guest))"
-        + "  ▒ balloon \(ByteFormat.human(ballooned)) \(ByteFormat.percent(ballooned, of: guest))"
-        + "  ░ rest \(ByteFormat.human(rest)) \(ByteFormat.percent(rest, of: guest))",
+      "  \(cell.pinned) pinned \(ByteFormat.human(pinned.totalBytes)) \(ByteFormat.percent(pinned.totalBytes, of: guest))"
+        + "  \(cell.balloon) balloon \(ByteFormat.human(ballooned)) \(ByteFormat.percent(ballooned, of: guest))"
+        + "  \(cell.rest) rest \(ByteFormat.human(rest)) \(ByteFormat.percent(rest, of: guest))",
       "  pinned  = hugetlb \(ByteFormat.human(pinned.hugetlbBytes))"
         + " + locked \(ByteFormat.human(pinned.lockedBytes))"
-        + " + dma \(ByteFormat.human(pinned.dmaPinnedBytes))"
-        + " + kernel \(ByteFormat.human(pinned.kernelBytes))"
+        + " + dma \(ByteFormat.human(pinned.dmaPinnedBytes))",
+      "          + kernel \(ByteFormat.human(pinned.kernelBytes))"
         + " + unswappable \(ByteFormat.human(pinned.unswappableBytes))",
     ]
+  }
+
+  /// The bar's three cells: shaded blocks, or ASCII for a terminal whose
+  /// character set is not UTF-8 (see `TerminalStyle.localeIsUTF8`).
+  var glyphs: (pinned: Character, balloon: Character, rest: Character) {
+    style.unicode ? ("█", "▒", "░") : ("#", "=", ".")
   }
 
   /// One line of `barWidth` cells: pinned, then balloon, then the rest, and a
@@ -100,7 +157,8 @@ public struct StatusText {
   /// for any sizes: parts larger than `whole` fill the bar, never more.
   func bar(pinned: UInt64, balloon: UInt64, whole: UInt64) -> String {
     let width = max(0, barWidth)
-    guard whole > 0 else { return "[" + String(repeating: "░", count: width) + "]" }
+    let cell = glyphs
+    guard whole > 0 else { return "[" + String(repeating: cell.rest, count: width) + "]" }
     // The share is clamped in Double before converting, so a part 2^64
     // times the whole cannot make an Int out of range.
     func cells(_ part: UInt64) -> Int {
@@ -109,15 +167,13 @@ public struct StatusText {
     }
     let pinnedCells = min(width, max(pinned > 0 ? 1 : 0, cells(pinned)))
     let balloonCells = min(width - pinnedCells, max(balloon > 0 ? 1 : 0, cells(balloon)))
-    var characters = Array(repeating: "░", count: width)
-    for index in 0..<pinnedCells { characters[index] = "█" }
-    for index in pinnedCells..<(pinnedCells + balloonCells) { characters[index] = "▒" }
+    var characters = Array(repeating: cell.rest, count: width)
+    for index in 0..<pinnedCells { characters[index] = cell.pinned }
+    for index in pinnedCells..<(pinnedCells + balloonCells) { characters[index] = cell.balloon }
     let limitCell = min(width, pinnedCells + cells(snapshot.limit.bytes))
-    let body = characters.joined()
-    guard limitCell < width else { return "[" + body + "]" }
-    var marked = Array(body)
-    marked.insert("|", at: limitCell)
-    return "[" + String(marked) + "]  | = limit"
+    guard limitCell < width else { return "[" + String(characters) + "]" }
+    characters.insert("|", at: limitCell)
+    return "[" + String(characters) + "]  | = limit"
   }
 
   func limitSummary(_ limit: BalloonLimit) -> String {
@@ -125,8 +181,7 @@ public struct StatusText {
     case .fraction:
       "= \(ByteFormat.fraction(limit.fraction)) × (guest − pinned), bounded by the fraction"
     case .swap:
-      "= guest swap, which is below \(ByteFormat.fraction(limit.fraction)) × (guest − pinned) = "
-        + "\(ByteFormat.human(limit.fractionBytes)): the balloon must not exceed swap"
+      "= guest swap: the balloon must not exceed swap"
     }
   }
 
@@ -147,28 +202,33 @@ public struct StatusText {
     return lines
   }
 
-  func overBy(_ balloon: BalloonReading) -> UInt64 {
-    let largest = max(balloon.effectiveCurrentBytes ?? 0, balloon.target.bytes ?? 0)
-    return largest > snapshot.limit.bytes ? largest - snapshot.limit.bytes : 0
-  }
-
-  func verdict() -> String {
+  func verdict(_ assessment: StatusAssessment) -> String {
     if snapshot.balloons.isEmpty {
       return "OK: no balloon; the limit above is what a balloon would be allowed."
     }
-    let over = snapshot.balloons.filter(snapshot.isOverLimit)
-    guard !over.isEmpty else {
-      let unknownTarget = snapshot.balloons.contains { $0.target.bytes == nil }
-      return unknownTarget
-        ? "OK: every balloon is under the limit now (a target is unknown, so a coming inflation can't be seen)."
-        : "OK: every balloon and its target are under the limit."
+    var over: [String] = []
+    var held: [String] = []
+    for balloon in assessment.balloons {
+      switch balloon.condition {
+      case .over, .heldStillOver: over.append(balloon.reading.device.name)
+      case .held: held.append(balloon.reading.device.name)
+      case .within: break
+      }
     }
-    let names = over.map { $0.device.name }.joined(separator: ", ")
-    return emphasis("OVER LIMIT")
-      + ": \(names) may take memory the guest cannot give (limit \(ByteFormat.human(snapshot.limit.bytes)))."
+    if !over.isEmpty {
+      return style.alarm("OVER LIMIT")
+        + ": \(over.joined(separator: ", ")) may take memory the guest cannot give (limit \(ByteFormat.human(snapshot.limit.bytes)))."
+    }
+    if !held.isEmpty {
+      let names = held.joined(separator: ", ")
+      return style.notice("HELD")
+        + ": \(names) \(held.count == 1 ? "is" : "are") released and held by the daemon;"
+        + " nothing is over the limit."
+    }
+    let unknownTarget = snapshot.balloons.contains { $0.target.bytes == nil }
+    return unknownTarget
+      ? "OK: every balloon is under the limit now (a target is unknown, so a coming inflation can't be seen)."
+      : "OK: every balloon and its target are under the limit."
   }
 
-  func emphasis(_ text: String) -> String {
-    color ? "\u{1B}[1;31m\(text)\u{1B}[0m" : text
-  }
 }

@@ -20,8 +20,10 @@ enum Balloonctl {
     return FilePath(exe).removingLastComponent().appending("balloonctl").string
   }
 
-  static func run(_ arguments: [String]) throws -> CommandResult {
-    try start(arguments).wait()
+  /// - Parameter environment: `NAME=value` entries added to the clean
+  ///   environment (LANG, NO_COLOR, COLUMNS).
+  static func run(_ arguments: [String], environment: [String] = []) throws -> CommandResult {
+    try start(arguments, environment: environment).wait()
   }
 
   /// Starts the binary; its output is collected by `wait()` (keep it under a
@@ -32,9 +34,10 @@ enum Balloonctl {
   ///     cases (root reads any file).
   ///   - journalStream: set JOURNAL_STREAM to stderr's pipe, as systemd does
   ///     when stderr is the journal.
-  static func start(_ arguments: [String], asNobody: Bool = false, journalStream: Bool = false)
-    throws -> RunningCommand
-  {
+  static func start(
+    _ arguments: [String], asNobody: Bool = false, journalStream: Bool = false,
+    environment extra: [String] = []
+  ) throws -> RunningCommand {
     var out: [Int32] = [0, 0]
     var err: [Int32] = [0, 0]
     guard pipe(&out) == 0, pipe(&err) == 0 else { throw FixtureError("pipe", "") }
@@ -65,6 +68,7 @@ enum Balloonctl {
       + sanitizerNames.compactMap { name in
         getenv(name).map { "\(name)=\(String(cString: $0))" }
       }
+    environment += extra
     if journalStream {
       var info = stat()
       guard fstat(err[1], &info) == 0 else { throw FixtureError("fstat", "pipe") }
