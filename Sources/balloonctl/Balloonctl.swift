@@ -33,7 +33,10 @@ struct Balloonctl: ParsableCommand {
         64  invalid command line or settings
       """,
     version: BalloonctlVersion.string,
-    subcommands: [StatusCommand.self, LimitCommand.self, RunCommand.self, ReadmitCommand.self],
+    subcommands: [
+      StatusCommand.self, LimitCommand.self, AdviseCommand.self, RunCommand.self,
+      ReadmitCommand.self,
+    ],
     defaultSubcommand: StatusCommand.self)
 
   /// ArgumentParser's main, except that a `OneLineError` prints as one line
