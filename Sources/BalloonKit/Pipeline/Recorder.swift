@@ -25,6 +25,8 @@ public final class Recorder {
   /// every tick) does not rewrite it, as it does not rewrite the metrics.
   private var savedLimitMiB: UInt64?
   private var lastSaved = -Double.infinity
+  /// VMware: tells the host the limit (the daemon sets it when vmware-rpctool exists).
+  public var guestInfo: GuestInfoPublisher?
 
   public init(
     state: DaemonState, previous: DaemonState?, store: StateStore?, mode: ControlMode,
@@ -34,6 +36,8 @@ public final class Recorder {
     if let previous {
       // Resume holds (and their back-off) from a previous run, crashed or not.
       state.balloons = previous.balloons
+      state.maxPinnedBytes = previous.maxPinnedBytes
+      state.maxPinnedAt = previous.maxPinnedAt
       unverifiedHolds = Set(previous.balloons.filter { $0.hold.held }.map(\.key))
     }
     self.state = state
@@ -68,7 +72,7 @@ public final class Recorder {
       state.limitBytes = reading.snapshot.limit.bytes
       noteReadErrors(reading.unreadable, devices: reading.devices)
     }
-    var changed = false
+    var changed = !exiting && notePinnedPeak(reading.snapshot.pinned.totalBytes, wall: wall)
     for outcome in outcomes {
       if outcome.plan.verified { unverifiedHolds.remove(outcome.plan.key) }
       if let problem = outcome.plan.droppedHold {
@@ -85,6 +89,11 @@ public final class Recorder {
     // Written on change only: a steady tick writes nothing; a moved limit
     // (which moves the thresholds the saved reasons quote) at most once per interval.
     if changed || refresh || exiting { try persist(now: now, wall: wall) }
+    if !exiting {
+      let peak = AdviceInputs(limit: reading.snapshot.limit, peakPinnedBytes: state.maxPinnedBytes)
+      guestInfo?.tick(
+        limitBytes: peak.advisedLimitBytes, kinds: reading.devices.map(\.kind), now: now)
+    }
   }
 
   /// Applies one outcome to its record; true when the record changed.
@@ -119,6 +128,16 @@ public final class Recorder {
     }
     guard record != plan.stored else { return false }
     state.update(record)
+    return true
+  }
+
+  /// Raises the recorded pinned peak; true when the state file must be
+  /// rewritten: the first figure, or a rise of a MiB or more, so pinned
+  /// memory's page-level jitter costs no write while idle.
+  func notePinnedPeak(_ pinned: UInt64, wall: Int64) -> Bool {
+    if let peak = state.maxPinnedBytes, pinned < peak +| BalloonLimit.mebibyte { return false }
+    state.maxPinnedBytes = pinned
+    state.maxPinnedAt = wall
     return true
   }
 
