@@ -94,7 +94,7 @@ struct AdviseCommand: ParsableCommand {
     }
     let inputs = AdviceInputs(
       limit: snapshot.limit, peakPinnedBytes: peak?.0, peakPinnedAt: peak?.1,
-      configuredRAM: ram, configuredRAMSource: ram.map { _ in "firmware memory map, System RAM" })
+      configuredRAM: ram, configuredRAMSource: ram.map { _ in "firmware memory map" })
     var detection: HypervisorDetection?
     let hypervisors: [Hypervisor]
     switch hypervisor {

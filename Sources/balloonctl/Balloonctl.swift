@@ -23,6 +23,7 @@ struct Balloonctl: ParsableCommand {
         balloonctl status               the balloon, its sizes, pinned memory, the limit
         balloonctl status --json        the same, for scripts
         balloonctl limit --explain      the formula with this guest's numbers
+        balloonctl advise               the host-side setting, per hypervisor
         balloonctl run --mode report    the daemon, acting on nothing
         balloonctl status --root /snap  a captured /proc + /sys tree
 

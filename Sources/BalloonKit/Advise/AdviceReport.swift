@@ -19,7 +19,7 @@ public struct AdviceReport: Sendable {
       lines.append("Detected  \(detection.found ?? "no hypervisor")")
       for fact in detection.evidence { lines.append("          - \(fact)") }
       if detection.candidates.count > 1 {
-        lines.append("          their guests look alike from inside, so each is shown")
+        lines.append("          (their guests look alike from inside: each one is shown)")
       }
     }
     let limit = inputs.limit
@@ -35,12 +35,11 @@ public struct AdviceReport: Sendable {
     }
     if let peak = inputs.peakLimit, let peakPinned = inputs.peakPinnedBytes {
       lines.append(
-        "Margin    pinned peaked at \(h(peakPinned)) since boot (now \(h(limit.pinnedBytes))),")
-      lines.append(
-        "          as recorded by balloonctl run; at that peak the limit is \(h(peak.bytes)),")
-      lines.append("          and the advice below uses it")
+        "Margin    pinned peaked at \(h(peakPinned)) since boot (now \(h(limit.pinnedBytes)));")
+      lines.append("          with the 1 MiB the daemon records it to, the limit at that peak")
+      lines.append("          is \(h(peak.bytes)) (\(peak.bytes) bytes): the advice below uses it")
     } else if inputs.peakPinnedBytes != nil {
-      lines.append("Margin    none needed: pinned is at its highest since boot")
+      lines.append("Margin    none needed: pinned is above its recorded peak since boot")
     } else {
       lines.append("Margin    none: no daemon state records pinned memory's peak since boot")
     }
@@ -97,6 +96,7 @@ public struct AdviceReport: Sendable {
       ),
       ("peak_pinned_bytes", .optional(inputs.peakPinnedBytes)),
       ("peak_pinned_at", inputs.peakPinnedAt.map(JSONValue.signed) ?? .null),
+      ("peak_pinned_upper_bytes", .optional(inputs.peakPinnedUpperBytes)),
       ("peak_limit_bytes", .optional(inputs.peakLimit?.bytes)),
       ("advised_limit_bytes", .integer(inputs.advisedLimitBytes)),
       ("configured_ram_bytes", .optional(inputs.configuredRAM)),

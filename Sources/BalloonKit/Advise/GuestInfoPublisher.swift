@@ -85,7 +85,10 @@ public final class GuestInfoPublisher {
       [program, "info-set \(Self.limitKey) \(megabytes * BalloonLimit.mebibyte)"],
     ]
     let deadline = Self.timeoutSeconds / Double(calls.count)
-    let problem = calls.lazy.compactMap { self.runner.run($0, timeoutSeconds: deadline) }.first
+    var problem: String?
+    for call in calls where problem == nil {
+      problem = runner.run(call, timeoutSeconds: deadline)
+    }
     if let problem {
       // Tried again when the value next changes (or after the interval).
       published = nil

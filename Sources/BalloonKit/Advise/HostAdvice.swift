@@ -55,10 +55,17 @@ public struct AdviceInputs: Sendable, Equatable {
     self.configuredRAMSource = configuredRAMSource
   }
 
-  /// The limit as if pinned memory were at its peak since boot; nil when the
-  /// peak is not above the pinned memory now (no margin needed).
+  /// The daemon records the peak only when it rises by a MiB or more, so the
+  /// true peak can be up to this much above the recorded one.
+  public static let peakStep = BalloonLimit.mebibyte
+
+  /// The pinned figure the margin assumes: the recorded peak + its step.
+  public var peakPinnedUpperBytes: UInt64? { peakPinnedBytes.map { $0 +| Self.peakStep } }
+
+  /// The limit as if pinned memory were at its peak since boot; nil when no
+  /// peak is recorded or it is not above the pinned memory now.
   public var peakLimit: BalloonLimit? {
-    guard let peak = peakPinnedBytes, peak > limit.pinnedBytes else { return nil }
+    guard let peak = peakPinnedUpperBytes, peak > limit.pinnedBytes else { return nil }
     return BalloonLimit.compute(
       guestBytes: limit.guestBytes, pinnedBytes: peak, swapTotalBytes: limit.swapTotalBytes,
       fraction: limit.fraction)
@@ -155,7 +162,7 @@ extension HostAdvice {
       ]
       advice.notes = [
         ram,
-        "QMP's value is the guest's RAM target, not the balloon's size: never send less",
+        "the value is the guest's RAM target, not the balloon's size: send no less",
       ]
     case .xen:
       advice.commands = ["xl mem-set <domain> \(floorMiB)m"]

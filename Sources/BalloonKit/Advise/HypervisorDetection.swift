@@ -91,7 +91,7 @@ public struct HypervisorDetection: Sendable, Equatable {
 
   /// The `hypervisor` word on the first `flags` line (x86 sets it from CPUID
   /// leaf 1, ECX bit 31, on every CPU alike).
-  static func hasHypervisorFlag(_ bytes: [UInt8]) -> Bool {
+  public static func hasHypervisorFlag(_ bytes: [UInt8]) -> Bool {
     let text = String(decoding: bytes.prefix(64 << 10), as: UTF8.self)
     for line in text.split(separator: "\n") where line.hasPrefix("flags") {
       guard let colon = line.firstIndex(of: ":") else { return false }
@@ -102,7 +102,7 @@ public struct HypervisorDetection: Sendable, Equatable {
 
   /// Pure: the decision from what was read. The balloon is what must be
   /// capped, so its kind wins; then the DMI vendor, then /sys/hypervisor.
-  static func decide(
+  public static func decide(
     dmi: [(String, String)], hypervisorType: String?, cpuFlag: Bool, balloonKinds: [BalloonKind]
   ) -> HypervisorDetection {
     var evidence: [String] = []

@@ -27,6 +27,9 @@ public final class Recorder {
   private var lastSaved = -Double.infinity
   /// VMware: tells the host the limit (the daemon sets it when vmware-rpctool exists).
   public var guestInfo: GuestInfoPublisher?
+  /// A pinned peak newer than the state file, and the longest it waits for a write.
+  private var peakUnsaved = false
+  public static let peakWriteSeconds = 300.0
 
   public init(
     state: DaemonState, previous: DaemonState?, store: StateStore?, mode: ControlMode,
@@ -72,7 +75,8 @@ public final class Recorder {
       state.limitBytes = reading.snapshot.limit.bytes
       noteReadErrors(reading.unreadable, devices: reading.devices)
     }
-    var changed = !exiting && notePinnedPeak(reading.snapshot.pinned.totalBytes, wall: wall)
+    if !exiting { notePinnedPeak(reading.snapshot.pinned.totalBytes, wall: wall) }
+    var changed = false
     for outcome in outcomes {
       if outcome.plan.verified { unverifiedHolds.remove(outcome.plan.key) }
       if let problem = outcome.plan.droppedHold {
@@ -88,7 +92,8 @@ public final class Recorder {
     }
     // Written on change only: a steady tick writes nothing; a moved limit
     // (which moves the thresholds the saved reasons quote) at most once per interval.
-    if changed || refresh || exiting { try persist(now: now, wall: wall) }
+    let peakDue = peakUnsaved && now - lastSaved >= Self.peakWriteSeconds
+    if changed || refresh || exiting || peakDue { try persist(now: now, wall: wall) }
     if !exiting {
       let peak = AdviceInputs(limit: reading.snapshot.limit, peakPinnedBytes: state.maxPinnedBytes)
       guestInfo?.tick(
@@ -131,14 +136,16 @@ public final class Recorder {
     return true
   }
 
-  /// Raises the recorded pinned peak; true when the state file must be
-  /// rewritten: the first figure, or a rise of a MiB or more, so pinned
-  /// memory's page-level jitter costs no write while idle.
-  func notePinnedPeak(_ pinned: UInt64, wall: Int64) -> Bool {
-    if let peak = state.maxPinnedBytes, pinned < peak +| BalloonLimit.mebibyte { return false }
+  /// Raises the pinned peak on a rise of a MiB or more (page-level jitter
+  /// is not a new peak). It reaches the file with the next write, or on its
+  /// own once `peakWriteSeconds` have passed since the last one: without
+  /// swap a busy guest's pinned figure climbs with its anonymous memory, and
+  /// a write per rise would be the fsyncs d696c12 took out of the idle tick.
+  func notePinnedPeak(_ pinned: UInt64, wall: Int64) {
+    if let peak = state.maxPinnedBytes, pinned < peak +| BalloonLimit.mebibyte { return }
     state.maxPinnedBytes = pinned
     state.maxPinnedAt = wall
-    return true
+    peakUnsaved = true
   }
 
   private func log(_ outcome: BalloonOutcome, limit: UInt64) {
@@ -233,5 +240,6 @@ public final class Recorder {
     try store?.save(state)
     savedLimitMiB = state.limitBytes.map { $0 >> 20 }
     lastSaved = now
+    peakUnsaved = false
   }
 }

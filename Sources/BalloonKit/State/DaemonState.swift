@@ -15,7 +15,7 @@ public struct DaemonState: Sendable, Equatable {
   public var limitBytes: UInt64?
   /// The highest pinned figure seen since boot (carried across daemon
   /// restarts like the holds) and when (epoch s): `advise`'s margin for
-  /// pinned growth. Rewritten only when it rises by a MiB or more.
+  /// pinned growth. Raised on a rise of a MiB or more; see Recorder.
   public var maxPinnedBytes: UInt64?
   public var maxPinnedAt: Int64?
   /// The run's effective settings; nil in a state file from before they

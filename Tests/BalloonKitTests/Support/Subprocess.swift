@@ -32,9 +32,11 @@ enum Balloonctl {
   ///     cases (root reads any file).
   ///   - journalStream: set JOURNAL_STREAM to stderr's pipe, as systemd does
   ///     when stderr is the journal.
-  static func start(_ arguments: [String], asNobody: Bool = false, journalStream: Bool = false)
-    throws -> RunningCommand
-  {
+  ///   - path: PATH for the child (a test puts stand-in tools first).
+  static func start(
+    _ arguments: [String], asNobody: Bool = false, journalStream: Bool = false,
+    path: String = "/usr/sbin:/usr/bin:/sbin:/bin"
+  ) throws -> RunningCommand {
     var out: [Int32] = [0, 0]
     var err: [Int32] = [0, 0]
     guard pipe(&out) == 0, pipe(&err) == 0 else { throw FixtureError("pipe", "") }
@@ -61,7 +63,7 @@ enum Balloonctl {
       "ASAN_OPTIONS", "LSAN_OPTIONS", "TSAN_OPTIONS", "UBSAN_OPTIONS",
     ]
     var environment =
-      ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"]
+      ["PATH=\(path)"]
       + sanitizerNames.compactMap { name in
         getenv(name).map { "\(name)=\(String(cString: $0))" }
       }
