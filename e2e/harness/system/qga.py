@@ -36,6 +36,7 @@ class GuestAgent:
         self.path = socket_path
         self.sock: socket.socket | None = None
         self.buf = b""
+        self.last_status: dict = {}
 
     def __enter__(self) -> "GuestAgent":
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -109,6 +110,7 @@ class GuestAgent:
         while True:
             st = self.execute("guest-exec-status", {"pid": pid})
             if st.get("exited"):
+                self.last_status = st
                 out = base64.b64decode(st.get("out-data", "")).decode(errors="replace")
                 err = base64.b64decode(st.get("err-data", "")).decode(errors="replace")
                 return int(st.get("exitcode", -1)), out, err
@@ -128,6 +130,8 @@ def guest_agent_steps(socket_path: str, timeout: float = 120.0) -> dict[str, Any
             rc, out, err = qga.exec_capture(BIN, ["advise", "--json"])
             res["exec_s"] = round(time.monotonic() - t, 2)
             res["exitcode"] = rc
+            # The agent's own reply, shortened, as a host sees it (README).
+            res["exec_status_reply"] = json.dumps(qga.last_status)[:160]
             if rc != 0:
                 res["reason"] = f"balloonctl advise exited {rc}: {err.strip()[-400:]}"
                 return res
