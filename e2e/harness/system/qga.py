@@ -19,7 +19,6 @@ import time
 from typing import Any
 
 from ..errors import GuestError, GuestTimeout
-from .guestside import BIN
 
 PORT_NAME = "org.qemu.guest_agent.0"
 
@@ -122,6 +121,9 @@ class GuestAgent:
 def guest_agent_steps(socket_path: str, timeout: float = 120.0) -> dict[str, Any]:
     """The host reads the guest's floor through the agent: `balloonctl advise
     --json` by guest-exec, as `virsh qemu-agent-command` would."""
+    # Here, not at the top: guest.py imports this module, and guestside imports guest.
+    from .guestside import BIN
+
     res: dict[str, Any] = {"passed": False, "floor_bytes": None}
     try:
         with GuestAgent(socket_path) as qga:
