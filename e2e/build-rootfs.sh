@@ -49,10 +49,12 @@ tmp=""
 # The packages of the guest. The .deb under test brings its own dependencies
 # (dh_shlibdeps: libc6, libgcc-s1, libstdc++6, libudev1; kmod): they are here
 # so that apt installs it offline in the guest.
-PACKAGES="systemd systemd-sysv udev kmod procps libstdc++6 libgcc-s1 libudev1"
+# qemu-guest-agent: the host reads `balloonctl advise --json` through it
+# (guest_agent, harness/system/qga.py); udev starts it when its port appears.
+PACKAGES="systemd systemd-sysv udev kmod procps libstdc++6 libgcc-s1 libudev1 qemu-guest-agent"
 # The guest's modules (with their dependencies): the balloon, the disks, the
-# virtio transports.
-MODULES="virtio_pci virtio_mmio virtio_balloon virtio_blk"
+# virtio transports, virtio_console for the guest agent's virtio-serial port.
+MODULES="virtio_pci virtio_mmio virtio_balloon virtio_blk virtio_console"
 
 mirror_uri() {
 	uri=""

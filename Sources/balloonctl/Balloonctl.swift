@@ -25,6 +25,7 @@ struct Balloonctl: ParsableCommand {
         balloonctl status --watch       a live view, redrawn every 2 s
         balloonctl status --check       one line and exit 0-3 for monitoring
         balloonctl limit --explain      the formula with this guest's numbers
+        balloonctl advise               the host-side setting, per hypervisor
         balloonctl run --mode report    the daemon, acting on nothing
         balloonctl status --root /snap  a captured /proc + /sys tree
 
@@ -36,7 +37,10 @@ struct Balloonctl: ParsableCommand {
         `status --check` exits 0 OK, 1 WARNING, 2 CRITICAL or 3 UNKNOWN instead.
       """,
     version: BalloonctlVersion.string,
-    subcommands: [StatusCommand.self, LimitCommand.self, RunCommand.self, ReadmitCommand.self],
+    subcommands: [
+      StatusCommand.self, LimitCommand.self, AdviseCommand.self, RunCommand.self,
+      ReadmitCommand.self,
+    ],
     defaultSubcommand: StatusCommand.self)
 
   /// ArgumentParser's main, except that a `OneLineError` prints as one line

@@ -259,6 +259,8 @@ struct RunCommand: ParsableCommand {
         "resuming hold",
         metadata: ["balloon": "\(record.name)", "reason": "\(record.hold.reason ?? "")"])
     }
+    controller.guestInfo = GuestInfoPublisher.find(
+      root: root, path: getenv("PATH").map { String(cString: $0) }, logger: logger)
     // The first tick must work: a broken /proc is a startup error, not a log line.
     let first = try controller.tick()
     if let blocked = first.performed.compactMap(\.error).first(where: \.needsRestart) {

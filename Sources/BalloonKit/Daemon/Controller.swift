@@ -110,6 +110,11 @@ public final class Controller {
   }
 
   public var state: DaemonState { recorder.state }
+  /// VMware: publishes the limit as guestinfo variables each tick it changes.
+  public var guestInfo: GuestInfoPublisher? {
+    get { recorder.guestInfo }
+    set { recorder.guestInfo = newValue }
+  }
   public var devices: [BalloonDevice] { reader.devices }
 
   /// Ask for discovery on the next tick (a udev event arrived).

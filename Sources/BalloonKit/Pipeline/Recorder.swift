@@ -25,6 +25,11 @@ public final class Recorder {
   /// every tick) does not rewrite it, as it does not rewrite the metrics.
   private var savedLimitMiB: UInt64?
   private var lastSaved = -Double.infinity
+  /// VMware: tells the host the limit (the daemon sets it when vmware-rpctool exists).
+  public var guestInfo: GuestInfoPublisher?
+  /// A pinned peak newer than the state file, and the longest it waits for a write.
+  private var peakUnsaved = false
+  public static let peakWriteSeconds = 300.0
 
   public init(
     state: DaemonState, previous: DaemonState?, store: StateStore?, mode: ControlMode,
@@ -34,6 +39,8 @@ public final class Recorder {
     if let previous {
       // Resume holds (and their back-off) from a previous run, crashed or not.
       state.balloons = previous.balloons
+      state.maxPinnedBytes = previous.maxPinnedBytes
+      state.maxPinnedAt = previous.maxPinnedAt
       unverifiedHolds = Set(previous.balloons.filter { $0.hold.held }.map(\.key))
     }
     self.state = state
@@ -68,6 +75,7 @@ public final class Recorder {
       state.limitBytes = reading.snapshot.limit.bytes
       noteReadErrors(reading.unreadable, devices: reading.devices)
     }
+    if !exiting { notePinnedPeak(reading.snapshot.pinned.totalBytes, wall: wall) }
     var changed = false
     for outcome in outcomes {
       if outcome.plan.verified { unverifiedHolds.remove(outcome.plan.key) }
@@ -84,7 +92,13 @@ public final class Recorder {
     }
     // Written on change only: a steady tick writes nothing; a moved limit
     // (which moves the thresholds the saved reasons quote) at most once per interval.
-    if changed || refresh || exiting { try persist(now: now, wall: wall) }
+    let peakDue = peakUnsaved && now - lastSaved >= Self.peakWriteSeconds
+    if changed || refresh || exiting || peakDue { try persist(now: now, wall: wall) }
+    if !exiting {
+      let peak = AdviceInputs(limit: reading.snapshot.limit, peakPinnedBytes: state.maxPinnedBytes)
+      guestInfo?.tick(
+        limitBytes: peak.advisedLimitBytes, kinds: reading.devices.map(\.kind), now: now)
+    }
   }
 
   /// Applies one outcome to its record; true when the record changed.
@@ -120,6 +134,18 @@ public final class Recorder {
     guard record != plan.stored else { return false }
     state.update(record)
     return true
+  }
+
+  /// Raises the pinned peak on a rise of a MiB or more (page-level jitter
+  /// is not a new peak). It reaches the file with the next write, or on its
+  /// own once `peakWriteSeconds` have passed since the last one: without
+  /// swap a busy guest's pinned figure climbs with its anonymous memory, and
+  /// a write per rise would be the fsyncs d696c12 took out of the idle tick.
+  func notePinnedPeak(_ pinned: UInt64, wall: Int64) {
+    if let peak = state.maxPinnedBytes, pinned < peak +| BalloonLimit.mebibyte { return }
+    state.maxPinnedBytes = pinned
+    state.maxPinnedAt = wall
+    peakUnsaved = true
   }
 
   private func log(_ outcome: BalloonOutcome, limit: UInt64) {
@@ -214,5 +240,6 @@ public final class Recorder {
     try store?.save(state)
     savedLimitMiB = state.limitBytes.map { $0 >> 20 }
     lastSaved = now
+    peakUnsaved = false
   }
 }

@@ -13,6 +13,11 @@ public struct DaemonState: Sendable, Equatable {
   public var updatedAt: Int64
   public var updatedBoottime: Double
   public var limitBytes: UInt64?
+  /// The highest pinned figure seen since boot (carried across daemon
+  /// restarts like the holds) and when (epoch s): `advise`'s margin for
+  /// pinned growth. Raised on a rise of a MiB or more; see Recorder.
+  public var maxPinnedBytes: UInt64?
+  public var maxPinnedAt: Int64?
   /// The run's effective settings; nil in a state file from before they
   /// were recorded (and after `balloonctl readmit`).
   public var settings: RecordedSettings?
@@ -60,6 +65,8 @@ public struct DaemonState: Sendable, Equatable {
       ("updated_at", .signed(updatedAt)),
       ("updated_boottime", .number(updatedBoottime)),
       ("limit_bytes", .optional(limitBytes)),
+      ("max_pinned_bytes", .optional(maxPinnedBytes)),
+      ("max_pinned_at", maxPinnedAt.map(JSONValue.signed) ?? .null),
       ("balloons", .array(balloons.map(DaemonState.json))),
     ])
   }
@@ -115,6 +122,12 @@ public struct DaemonState: Sendable, Equatable {
     state.updatedAt = Int64(try top.integer("updated_at", StateRange.epochSeconds))
     state.updatedBoottime = try top.seconds("updated_boottime", StateRange.boottime)
     state.limitBytes = try top.optionalInteger("limit_bytes", StateRange.bytes)
+    state.maxPinnedBytes = try top.optionalInteger("max_pinned_bytes", StateRange.bytes)
+    state.maxPinnedAt = try top.optionalInteger("max_pinned_at", StateRange.epochSeconds).map(
+      Int64.init)
+    if (state.maxPinnedBytes == nil) != (state.maxPinnedAt == nil) {
+      throw .malformed(path, "\"max_pinned_bytes\" and \"max_pinned_at\" come together")
+    }
     if let settings = try top.optionalObject("settings") {
       state.settings = try RecordedSettings.parse(settings)
     }

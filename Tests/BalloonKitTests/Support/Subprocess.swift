@@ -34,9 +34,11 @@ enum Balloonctl {
   ///     cases (root reads any file).
   ///   - journalStream: set JOURNAL_STREAM to stderr's pipe, as systemd does
   ///     when stderr is the journal.
+  ///   - path: PATH for the child (a test puts stand-in tools first).
+  ///   - extra: `NAME=value` entries added to the clean environment.
   static func start(
     _ arguments: [String], asNobody: Bool = false, journalStream: Bool = false,
-    environment extra: [String] = []
+    path: String = "/usr/sbin:/usr/bin:/sbin:/bin", environment extra: [String] = []
   ) throws -> RunningCommand {
     var out: [Int32] = [0, 0]
     var err: [Int32] = [0, 0]
@@ -64,7 +66,7 @@ enum Balloonctl {
       "ASAN_OPTIONS", "LSAN_OPTIONS", "TSAN_OPTIONS", "UBSAN_OPTIONS",
     ]
     var environment =
-      ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"]
+      ["PATH=\(path)"]
       + sanitizerNames.compactMap { name in
         getenv(name).map { "\(name)=\(String(cString: $0))" }
       }

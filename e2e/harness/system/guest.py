@@ -18,6 +18,7 @@ from typing import Any, Optional
 
 from ..errors import GuestError, GuestTimeout
 from ..guest import QEMU, Guest, GuestConfig, read_env
+from . import qga
 
 
 class BootFailed(GuestError):
@@ -58,6 +59,8 @@ class SystemConfig(GuestConfig):
     # (~1100 events) then takes 3 s instead of 10-13 s. The OOM scenarios are
     # calibrated on one.
     smp: int = 1
+    # A virtio-serial port for qemu-guest-agent, on a host socket (qga.py).
+    guest_agent: bool = False
 
 
 class SystemGuest(Guest):
@@ -88,9 +91,16 @@ class SystemGuest(Guest):
         if c.extra_disk:
             argv += ["-drive", f"file={c.extra_disk},format=raw,if=virtio,readonly=on"]
         argv += self.io_argv()
+        if c.guest_agent:
+            argv += qga.qemu_args(self.qga_socket)
         if c.balloon:
             argv += ["-device", self.balloon_device_spec()]
         return argv
+
+    @property
+    def qga_socket(self) -> str:
+        assert self._tmp is not None
+        return os.path.join(self._tmp, "qga.sock")
 
     def console_tail(self, n: int = 40) -> str:
         with self._cond:

@@ -15,6 +15,7 @@ from ..errors import GuestError, GuestTimeout
 from ..guest import MiB
 from ..guestside import driver_bound, is_held, read_state, state_hold
 from .guest import SystemConfig, SystemGuest, SystemImage
+from .qga import describe_guest_agent, guest_agent_steps
 from .guestside import (BIN, UNIT, VOLATILE, Problems, ask_balloon, guest_mono_to_host, is_active, journal,
                         keep_journal, service, started_by_rule, verdict, wait_service, wait_state)
 
@@ -31,7 +32,8 @@ def boot_install(img: SystemImage, logdir: str, work_img: str, debs_tar: str, de
     if rc != 0:
         raise GuestError(f"cannot copy {img.rootfs} to {work_img}")
     cfg = SystemConfig(rootfs=work_img, writable=True, extra_disk=debs_tar, balloon=False, smp=2,
-                       deflate_on_oom=False, watchdog=float(opts.get("boot_watchdog_s", 900)))
+                       deflate_on_oom=False, watchdog=float(opts.get("boot_watchdog_s", 900)),
+                       guest_agent=True)
     g = SystemGuest(img, cfg, os.path.join(logdir, "install"), "install")
     with g:
         try:
@@ -66,6 +68,11 @@ def boot_install(img: SystemImage, logdir: str, work_img: str, debs_tar: str, de
         except GuestError as e:
             p.append(f"{type(e).__name__}: {e}")
         finally:
+            if inst["ok"] and g.alive():
+                # The host reads the floor through qemu-guest-agent (qga.py).
+                t = time.monotonic()
+                inst["guest_agent"] = guest_agent_steps(g.qga_socket)
+                inst["guest_agent"]["wall_s"] = round(time.monotonic() - t, 1)
             keep_journal(g)
             if inst["ok"] and g.alive():
                 inst["clean_poweroff"] = g.poweroff()
@@ -131,4 +138,4 @@ def describe_hotplug(r: dict) -> list[str]:
     return [f"active {r['hotplug_s']} s after device_add, new device held={r.get('held_new_device')}"]
 
 
-SUMMARIES = {"hotplug": describe_hotplug}
+SUMMARIES = {"hotplug": describe_hotplug, "guest_agent": describe_guest_agent}

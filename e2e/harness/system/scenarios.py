@@ -5,7 +5,7 @@ share boots where they allow it (one boot per scenario would be 7-12 min for
 three kernels); each boot is a module with its scenarios and their summary
 lines:
 
-1. install.py: ``install`` + **hotplug**;
+1. install.py: ``install`` + **hotplug** + **guest_agent** (qga.py);
 2. coldplug.py: **coldplug**, **exposure**, **unprivileged**, the systemctl
    half of **lifecycle**;
 3. sandbox.py: **sandbox_at_boot**, **sandboxed_kb**, the apt half of
@@ -25,10 +25,12 @@ from ..errors import GuestError
 from . import coldplug, install, sandbox
 from .guest import SystemImage
 
-SCENARIOS = ["coldplug", "hotplug", "sandbox_at_boot", "sandboxed_kb", "lifecycle", "exposure", "unprivileged"]
+SCENARIOS = ["coldplug", "hotplug", "sandbox_at_boot", "sandboxed_kb", "lifecycle", "exposure", "unprivileged",
+             "guest_agent"]
 # Keys the results JSON promises per scenario (null when unknown).
 RESULT_KEYS = {"coldplug": ["coldplug_s"], "hotplug": ["hotplug_s"],
-               "sandboxed_kb": ["oom_kills_with", "oom_kills_without"], "exposure": ["exposure"]}
+               "sandboxed_kb": ["oom_kills_with", "oom_kills_without"], "exposure": ["exposure"],
+               "guest_agent": ["floor_bytes"]}
 # Each scenario's summary details, from the module that runs it (none: only
 # the reason when it failed).
 SUMMARIES: dict[str, Callable[[dict], list[str]]] = {**install.SUMMARIES, **coldplug.SUMMARIES, **sandbox.SUMMARIES}
@@ -55,6 +57,7 @@ def run_kernel(img: SystemImage, logdir: str, work_dir: str, debs_tar: str, deb_
         inst, hot = {"ok": False, "error": f"{type(e).__name__}: {e}"}, {"passed": False, "reason": f"{type(e).__name__}: {e}"}
     timings["install_boot_s"] = round(time.monotonic() - t, 1)
     results["hotplug"] = hot
+    results["guest_agent"] = inst.pop("guest_agent", results["guest_agent"])
     results["install"] = inst
     progress(f"install+hotplug: {'PASS' if hot.get('passed') else 'FAIL'} ({timings['install_boot_s']} s)")
     if not inst.get("ok"):
