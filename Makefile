@@ -27,6 +27,9 @@ SYSCONFDIR ?= /etc
 # and the rule in /etc; any other PREFIX puts both in /etc.
 UNITDIR    ?= $(if $(filter /usr /usr/local,$(PREFIX)),$(PREFIX)/lib/systemd/system,/etc/systemd/system)
 UDEVDIR    ?= $(if $(filter /usr,$(PREFIX)),/usr/lib/udev/rules.d,/etc/udev/rules.d)
+# The Prometheus alert rules (monitoring/) and their promtool tests.
+DATADIR    ?= $(PREFIX)/share/balloonctl
+MONITORING  = monitoring/balloonctl-alerts.yml monitoring/balloonctl-alerts.test.yml
 # Release builds link the Swift runtime statically: the daemon runs on guests
 # that are short of memory, and this saves ~3 MiB of resident code pages.
 RELEASE_FLAGS ?= -c release --static-swift-stdlib
@@ -49,8 +52,9 @@ build: deps
 run: build
 	$(RELEASE_BIN) status
 
-# Every unit, CLI and umockdev test, then the install layout of the release
-# build. umockdev-backed suites need the preload; BALLOONCTL_REQUIRE_UMOCKDEV
+# Every unit, CLI and umockdev test, the metrics file and the alert rules
+# under Debian's node_exporter and promtool (scripts/test-metrics-tools.sh),
+# then the install layout of the release build. umockdev-backed suites need the preload; BALLOONCTL_REQUIRE_UMOCKDEV
 # turns "skipped for lack of umockdev" into a failure, so CI never skips them.
 # Both builds recompile this package's own targets and fail on any warning in
 # its code (scripts/build-warning-free.sh).
@@ -58,6 +62,7 @@ test:
 	scripts/deps.sh test
 	SWIFT=$(SWIFT) scripts/build-warning-free.sh debug
 	BALLOONCTL_REQUIRE_UMOCKDEV=1 umockdev-wrapper $(SWIFT) test --skip-build
+	BALLOONCTL_BIN=.build/debug/balloonctl scripts/test-metrics-tools.sh
 	SWIFT=$(SWIFT) RELEASE_FLAGS='$(RELEASE_FLAGS)' scripts/build-warning-free.sh release
 	BALLOONCTL_BIN=$(RELEASE_BIN) scripts/test-install.sh
 	$(MAKE) test-asan
@@ -116,7 +121,8 @@ deb-path:
 # RELEASE_BIN=<binary>), and the hints say what to run.
 install:
 	@test -x '$(RELEASE_BIN)' || { echo "install: no $(RELEASE_BIN): build it first with 'make build' (as yourself, then sudo make install), or pass RELEASE_BIN=<binary>" >&2; exit 1; }
-	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(UDEVDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSCONFDIR)/default
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(UDEVDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSCONFDIR)/default $(DESTDIR)$(DATADIR)
+	install -m 0644 $(MONITORING) $(DESTDIR)$(DATADIR)/
 	install $(INSTALL_STRIP) -m 0755 $(RELEASE_BIN) $(DESTDIR)$(BINDIR)/balloonctl
 	install -m 0644 udev/60-balloonctl.rules $(DESTDIR)$(UDEVDIR)/60-balloonctl.rules
 	sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' udev/balloonctl.service > $(DESTDIR)$(UNITDIR)/balloonctl.service.tmp
@@ -133,6 +139,8 @@ install:
 
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/balloonctl $(DESTDIR)$(UNITDIR)/balloonctl.service $(DESTDIR)$(UDEVDIR)/60-balloonctl.rules
+	rm -f $(addprefix $(DESTDIR)$(DATADIR)/,$(notdir $(MONITORING)))
+	rmdir $(DESTDIR)$(DATADIR) 2>/dev/null || true
 	@echo "uninstall: kept $(DESTDIR)$(SYSCONFDIR)/default/balloonctl (your settings); delete it by hand if you no longer want it"
 	@echo "uninstall: if the service was enabled, first run: systemctl disable --now balloonctl.service; then systemctl daemon-reload && udevadm control --reload"
 

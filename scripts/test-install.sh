@@ -297,12 +297,15 @@ active=$(grep '^[[:space:]]*BALLOONCTL_' "$example" || true)
 check "the only active line is BALLOONCTL_MODE=enforce (got: $(echo $active))" test "$active" = "BALLOONCTL_MODE=enforce"
 
 # --- install: PREFIX=/usr/local -----------------------------------------------
-# expect_layout DESTDIR BINDIR UNITDIR UDEVDIR
+# expect_layout DESTDIR BINDIR UNITDIR UDEVDIR DATADIR
 expect_layout() {
-	local d=$1 bindir=$2 unitdir=$3 udevdir=$4
+	local d=$1 bindir=$2 unitdir=$3 udevdir=$4 datadir=$5
 	local want
-	want=$(printf '%s\n' "$bindir/balloonctl" "$unitdir/balloonctl.service" "$udevdir/60-balloonctl.rules" /etc/default/balloonctl | LC_ALL=C sort)
+	want=$(printf '%s\n' "$bindir/balloonctl" "$unitdir/balloonctl.service" "$udevdir/60-balloonctl.rules" /etc/default/balloonctl \
+		"$datadir/balloonctl-alerts.yml" "$datadir/balloonctl-alerts.test.yml" | LC_ALL=C sort)
 	check "installs exactly: $(echo $want)" test "$(files_below "$d")" = "$want"
+	check "alert rules and their tests in $datadir are mode 0644 and the source" \
+		eval "[ \"\$(mode_of '$d$datadir/balloonctl-alerts.yml')\" = 644 ] && cmp -s monitoring/balloonctl-alerts.yml '$d$datadir/balloonctl-alerts.yml' && cmp -s monitoring/balloonctl-alerts.test.yml '$d$datadir/balloonctl-alerts.test.yml'"
 	check "binary $bindir/balloonctl is mode 0755 and the built one, stripped" \
 		eval "[ \"\$(mode_of '$d$bindir/balloonctl')\" = 755 ] && cmp -s '$stripped' '$d$bindir/balloonctl'"
 	check "binary $bindir/balloonctl has no .debug_ or .symtab sections" \
@@ -331,7 +334,7 @@ expect_uninstalled() { # expect_uninstalled DESTDIR SETTINGS_COPY OUTPUT
 section "make install (PREFIX=/usr/local, the default)"
 d1=$tmp/usr-local
 "${install_cmd[@]}" DESTDIR="$d1" 2>&1 | tee "$tmp/install1.out" || die "make install failed"
-expect_layout "$d1" /usr/local/sbin /usr/local/lib/systemd/system /etc/udev/rules.d
+expect_layout "$d1" /usr/local/sbin /usr/local/lib/systemd/system /etc/udev/rules.d /usr/local/share/balloonctl
 check "settings file is the example" cmp -s "$example" "$d1/etc/default/balloonctl"
 
 section "installed binary parses the installed settings (report mode, fixture tree)"
@@ -362,7 +365,7 @@ cp "$settings" "$tmp/settings.saved"
 "${install_cmd[@]}" DESTDIR="$d1" >"$tmp/install2.out" 2>&1 || die "second make install failed: $(cat "$tmp/install2.out")"
 check "the edited settings file is untouched" cmp -s "$tmp/settings.saved" "$settings"
 check "install says it kept it" grep -q 'kept the existing .*/etc/default/balloonctl' "$tmp/install2.out"
-expect_layout "$d1" /usr/local/sbin /usr/local/lib/systemd/system /etc/udev/rules.d
+expect_layout "$d1" /usr/local/sbin /usr/local/lib/systemd/system /etc/udev/rules.d /usr/local/share/balloonctl
 
 section "make uninstall (PREFIX=/usr/local)"
 "${uninstall_cmd[@]}" DESTDIR="$d1" 2>&1 | tee "$tmp/uninstall1.out" || die "make uninstall failed"
@@ -376,7 +379,7 @@ for layout in "/usr /usr/sbin /usr/lib/systemd/system /usr/lib/udev/rules.d" \
 	d=$tmp/prefix${prefix//\//-}
 	"${install_cmd[@]}" DESTDIR="$d" PREFIX="$prefix" >"$tmp/install.out" 2>&1 ||
 		die "make install PREFIX=$prefix failed: $(cat "$tmp/install.out")"
-	expect_layout "$d" "$bindir" "$unitdir" "$udevdir"
+	expect_layout "$d" "$bindir" "$unitdir" "$udevdir" "$prefix/share/balloonctl"
 	cp "$d/etc/default/balloonctl" "$tmp/settings.saved"
 	"${uninstall_cmd[@]}" DESTDIR="$d" PREFIX="$prefix" >"$tmp/uninstall.out" 2>&1 ||
 		die "make uninstall PREFIX=$prefix failed: $(cat "$tmp/uninstall.out")"
@@ -399,7 +402,7 @@ check "make install with a built binary exits 0 (got $rc)" test "$rc" = 0
 check "...and ran no swift, apt, sudo or dpkg-query ($(cat "$tmp/shims.log" 2>/dev/null | head -1))" test ! -e "$tmp/shims.log"
 check "...and its recipe names neither scripts/deps.sh nor a build" \
 	eval "! make --no-print-directory -n install RELEASE_BIN='$bin' DESTDIR='$d' | grep -E 'deps\.sh|swift|apt-get'"
-expect_layout "$d" /usr/local/sbin /usr/local/lib/systemd/system /etc/udev/rules.d
+expect_layout "$d" /usr/local/sbin /usr/local/lib/systemd/system /etc/udev/rules.d /usr/local/share/balloonctl
 d=$tmp/no-binary
 rc=0
 PATH=$shims:$PATH make --no-print-directory install RELEASE_BIN="$tmp/not-built/balloonctl" DESTDIR="$d" \
@@ -424,7 +427,8 @@ if [ -n "$deb" ]; then
 			/usr/share/fish/vendor_completions.d/balloonctl.fish \
 			/usr/share/zsh/vendor-completions/_balloonctl \
 			/usr/share/doc/balloonctl/README.Debian /usr/share/doc/balloonctl/changelog.Debian.gz \
-			/usr/share/doc/balloonctl/copyright /usr/share/man/man8/balloonctl.8.gz
+			/usr/share/doc/balloonctl/copyright /usr/share/man/man8/balloonctl.8.gz \
+			/usr/share/balloonctl/balloonctl-alerts.yml /usr/share/balloonctl/balloonctl-alerts.test.yml
 		for c in $commands; do echo "/usr/share/man/man8/balloonctl-$c.8.gz"; done
 	} | LC_ALL=C sort)
 	got=$(files_below "$pkgroot")

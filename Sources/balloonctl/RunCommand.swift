@@ -200,7 +200,11 @@ struct RunCommand: ParsableCommand {
       probe: settings.probeTarget ? VirtioPCIWindowProbe(root: root) : nil,
       store: once && settings.mode == .report ? nil : store,
       previous: previous, pid: getpid(), logger: logger)
-    let metrics = settings.metricsFile.map { MetricsFile(path: FilePath($0)) }
+    let metrics = settings.metricsFile.map {
+      MetricsFile(
+        path: FilePath($0), version: BalloonctlVersion.string, mode: settings.mode,
+        intervalSeconds: settings.intervalSeconds)
+    }
 
     if once {
       let report = try controller.tickOnce()

@@ -72,9 +72,16 @@ public enum RunSetting {
   public static let metricsFile = Setting<String, String?>(
     name: "metrics_file", flag: "metrics-file", key: "BALLOONCTL_METRICS_FILE", valueName: "file",
     help:
-      "Also write Prometheus metrics to <file> (node_exporter textfile collector) on every change. Not with --root (a snapshot run writes nothing).",
+      "Also write Prometheus metrics to <file>, a *.prom file for node_exporter's textfile collector: on every change and at least once a minute; removed on a clean exit. Not with --root (a snapshot run writes nothing).",
     expected: "an absolute path for the Prometheus textfile", field: \.metricsFile,
-    parse: { $0 }, isValid: { $0.hasPrefix("/") && !$0.hasSuffix("/") }, describe: { $0 })
+    parse: { $0 },
+    isValid: { $0.hasPrefix("/") && !$0.hasSuffix("/") && MetricsFile.isTextfileName($0) },
+    // node_exporter's textfile collector silently skips any other name.
+    refusal: { path in
+      path.hasPrefix("/") && !path.hasSuffix("/") && !MetricsFile.isTextfileName(path)
+        ? "a file name ending in \(MetricsFile.suffix) (node_exporter's textfile collector reads no other)"
+        : nil
+    }, describe: { $0 })
 
   public static let all: [any AnySetting] = [
     mode, interval, margin, fraction, probeTarget, vmwShrinker, levers, logLevel, onExit,

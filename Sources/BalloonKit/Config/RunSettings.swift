@@ -88,7 +88,8 @@ public struct RunSettings: Sendable, Equatable {
         firstSet[key] = number
         guard setting.apply(value, to: &settings) else {
           throw line.error(
-            "\(key)=\"\(SettingsLine.escaped(value))\": expected \(setting.expected)")
+            "\(key)=\"\(SettingsLine.escaped(value))\": expected \(setting.expectation(for: value))"
+          )
         }
       }
     }

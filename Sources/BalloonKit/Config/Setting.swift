@@ -27,6 +27,9 @@ public struct Setting<Value: Sendable & Equatable, Resolved: Sendable & Equatabl
   /// Reads a settings-file value; nil when it is not a valid one.
   let parse: @Sendable (String) -> Value?
   let isValid: @Sendable (Value) -> Bool
+  /// For a value refused for a reason of its own, what it must be instead
+  /// of `expected` (the metrics file's `.prom`); nil: `expected` says it.
+  var refusal: @Sendable (String) -> String? = { _ in nil }
   let field: any WritableKeyPath<RunSettings, Value?> & Sendable
   /// The default; the mode is passed because the probe's default depends on it.
   let defaultValue: @Sendable (ControlMode) -> Resolved
@@ -51,13 +54,15 @@ public struct Setting<Value: Sendable & Equatable, Resolved: Sendable & Equatabl
   public func problem(with value: Value) -> String? {
     guard !isValid(value) else { return nil }
     let shown = (value as? String).map { "\"\($0)\"" } ?? "\(value)"
-    return "--\(flag) \(rule), got \(shown)"
+    let why = (value as? String).flatMap(refusal).map { "must be \($0)" } ?? rule
+    return "--\(flag) \(why), got \(shown)"
   }
 
   /// A flag given as text (a list, a path), read as the settings file reads it.
   public func flagValue(_ text: String) throws(SettingError) -> Value {
     guard let value = parse(text) else {
-      throw SettingError(message: "--\(flag) \(rule), got \"\(text)\"")
+      let why = refusal(text).map { "must be \($0)" } ?? rule
+      throw SettingError(message: "--\(flag) \(why), got \"\(text)\"")
     }
     return value
   }
@@ -88,13 +93,14 @@ extension Setting where Resolved == Value? {
     name: String, flag: String, key: String, valueName: String? = nil, help: String,
     expected: String, field: any WritableKeyPath<RunSettings, Value?> & Sendable,
     parse: @escaping @Sendable (String) -> Value?, isValid: @escaping @Sendable (Value) -> Bool,
+    refusal: @escaping @Sendable (String) -> String? = { _ in nil },
     describe: @escaping @Sendable (Value) -> String
   ) {
     self.init(
       name: name, flag: flag, key: key, valueName: valueName, help: help, expected: expected,
       rule: "must be \(expected)",
       parse: { text in parse(text).flatMap { isValid($0) ? $0 : nil } }, isValid: isValid,
-      field: field, defaultValue: { _ in nil }, resolve: { $0 },
+      refusal: refusal, field: field, defaultValue: { _ in nil }, resolve: { $0 },
       describe: { $0.map(describe) ?? "none" })
   }
 }
@@ -113,6 +119,9 @@ public protocol AnySetting: Sendable {
   var key: String { get }
   var help: String { get }
   var expected: String { get }
+  /// What a settings-file value that was refused must be (`expected`, or
+  /// the value's own reason).
+  func expectation(for text: String) -> String
   var defaultText: String { get }
   /// Reads a settings-file value into `settings`; false when it is not valid.
   func apply(_ text: String, to settings: inout RunSettings) -> Bool
@@ -130,4 +139,6 @@ extension Setting: AnySetting {
   public func problem(in flags: RunSettings) -> String? {
     flags[keyPath: field].flatMap(problem(with:))
   }
+
+  public func expectation(for text: String) -> String { refusal(text) ?? expected }
 }

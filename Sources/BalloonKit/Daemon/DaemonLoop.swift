@@ -136,6 +136,16 @@ public final class DaemonLoop {
         }
       }
     }
+    // A clean stop takes the metrics away: node_exporter would otherwise go on
+    // serving a stopped daemon's last values. A crash or a restart-needed exit
+    // keeps them, and their heartbeat goes stale.
+    if let metrics {
+      do {
+        try metrics.remove()
+      } catch {
+        logger.error("could not remove the metrics file", metadata: ["error": "\(error)"])
+      }
+    }
     logger.notice("balloonctl run stopped")
   }
 }

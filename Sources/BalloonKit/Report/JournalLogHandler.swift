@@ -85,7 +85,9 @@ public struct JournalLogHandler: LogHandler {
   }
 
   /// A logfmt value: bare when it has no blank, quote, `=` or control
-  /// character; otherwise quoted, with `"` and `\` escaped.
+  /// character; otherwise quoted, with `"` and `\` escaped and control
+  /// characters written as Go's logfmt encoder writes them (`\n`, `\r`,
+  /// `\t`, else `\u00XX`), so logfmt parsers read the value back.
   static func logfmt(_ value: String) -> String {
     let plain =
       !value.isEmpty
@@ -100,9 +102,11 @@ public struct JournalLogHandler: LogHandler {
       case "\\": out += "\\\\"
       case "\n": out += "\\n"
       case "\t": out += "\\t"
+      case "\r": out += "\\r"
       default:
         if scalar.value < 0x20 || scalar.value == 0x7f {
-          out += "\\u{\(String(scalar.value, radix: 16))}"
+          let hex = String(scalar.value, radix: 16)
+          out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
         } else {
           out.unicodeScalars.append(scalar)
         }

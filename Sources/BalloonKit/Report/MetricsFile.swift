@@ -6,20 +6,83 @@ public import SystemPackage
 
 /// Prometheus metrics in the text exposition format, for node_exporter's
 /// textfile collector (`--collector.textfile.directory`): written to a
-/// temporary file and renamed, and only when a value changed, so an idle
-/// daemon does not write every tick.
+/// temporary file and renamed. Rewritten when a value changed, and at least
+/// once a minute for the heartbeat (`balloonctl_last_tick_timestamp_seconds`),
+/// so a dead daemon can be told from an idle one without a write every tick.
+/// Removed on a clean exit, so node_exporter stops serving a stopped daemon's
+/// values; kept after a crash, where the heartbeat goes stale instead
+/// (monitoring/balloonctl-alerts.yml alerts on both).
 public final class MetricsFile {
+  /// node_exporter's textfile collector reads only files named `*.prom`.
+  public static let suffix = ".prom"
+  /// The heartbeat's longest gap between rewrites, in seconds.
+  public static let heartbeatSeconds = 60.0
+
   public let path: FilePath
-  private var last: String?
+  let version: String
+  let mode: ControlMode
+  let intervalSeconds: Double
+  /// The values last written (the heartbeat line excluded), and when (boot time).
+  private var lastValues: String?
+  private var lastWritten = -Double.infinity
 
-  public init(path: FilePath) { self.path = path }
+  /// - Parameters:
+  ///   - version, mode: `balloonctl_info`'s labels.
+  ///   - intervalSeconds: the daemon's tick interval; the heartbeat is
+  ///     refreshed on the last tick before it would be a minute old.
+  public init(
+    path: FilePath, version: String = "unknown", mode: ControlMode = .report,
+    intervalSeconds: Double = 1
+  ) {
+    self.path = path
+    self.version = version
+    self.mode = mode
+    self.intervalSeconds = intervalSeconds
+  }
 
-  /// Writes the metrics when they changed. The directory must be a real
-  /// directory owned by us or root that no one else can write; the file is
-  /// replaced atomically and synced (CheckedDirectory.replace).
-  public func write(_ report: TickReport, state: DaemonState) throws(SourceError) {
-    let text = MetricsFile.render(report, state: state)
-    guard text != last else { return }
+  /// Whether `path` names a file node_exporter's textfile collector reads.
+  public static func isTextfileName(_ path: String) -> Bool {
+    guard let name = FilePath(path).lastComponent?.string else { return false }
+    return name.hasSuffix(suffix) && name.count > suffix.count
+  }
+
+  /// Writes the metrics when a value changed or the heartbeat is due. The
+  /// directory must be a real directory owned by us or root that no one
+  /// else can write; the file is replaced atomically and synced
+  /// (CheckedDirectory.replace).
+  /// - Parameters:
+  ///   - now: boot time, for the heartbeat's period.
+  ///   - wall: the tick's wall-clock time, the heartbeat's value.
+  public func write(
+    _ report: TickReport, state: DaemonState, now: Double = Clock.boottime(),
+    wall: Int64 = Clock.wall()
+  ) throws(SourceError) {
+    let values = MetricsFile.render(report, state: state)
+    // The next tick is an interval away: rewrite now if by then the heartbeat
+    // would be older than a minute.
+    let heartbeatDue = now - lastWritten + intervalSeconds > Self.heartbeatSeconds
+    guard values != lastValues || heartbeatDue else { return }
+    let text = Self.header(version: version, mode: mode, tickWall: wall) + values
+    let (dir, name) = try directory()
+    try dir.replace(name, with: Array(text.utf8))
+    lastValues = values
+    lastWritten = now
+  }
+
+  /// Removes the file (a clean exit). Absent already: nothing to do.
+  public func remove() throws(SourceError) {
+    let (dir, name) = try directory()
+    do {
+      try Syscall.unlinkat(dir.fd.rawValue, name)
+    } catch .noSuchFileOrDirectory {
+    } catch {
+      throw SourceError(path: path.string, .unwritable(error))
+    }
+    lastValues = nil
+    lastWritten = -Double.infinity
+  }
+
+  private func directory() throws(SourceError) -> (CheckedDirectory, String) {
     let directory = path.removingLastComponent()
     guard let name = path.lastComponent?.string else {
       throw SourceError(path: path.string, .wrongType("not a file path"))
@@ -27,21 +90,34 @@ public final class MetricsFile {
     guard let dir = try CheckedDirectory.open(directory, owners: .usOrRoot, create: false) else {
       throw SourceError(path: directory.string, .unwritable(.noSuchFileOrDirectory))
     }
-    try dir.replace(name, with: Array(text.utf8))
-    last = text
+    return (dir, name)
   }
 
-  /// Sizes are rounded to MiB in the file so page-level jitter does not
-  /// rewrite it every tick; they are still exported in bytes.
+  /// What says the guard is alive and how it runs: its version and mode, and
+  /// the heartbeat.
+  public static func header(version: String, mode: ControlMode, tickWall: Int64) -> String {
+    var out = Family(name: "info", help: "balloonctl's version and mode (enforce or report).")
+    out.sample("version=\"\(escape(version))\",mode=\"\(mode.rawValue)\"", 1)
+    var heartbeat = Family(
+      name: "last_tick_timestamp_seconds",
+      help:
+        "Wall-clock time of a recent tick (Unix seconds); rewritten at least every \(Int(heartbeatSeconds)) s while the daemon runs."
+    )
+    heartbeat.sample("", UInt64(max(0, tickWall)))
+    return out.text + heartbeat.text
+  }
+
+  /// The values: everything but the heartbeat. Sizes are rounded to MiB so
+  /// page-level jitter does not rewrite the file every tick; they are still
+  /// exported in bytes.
   public static func render(_ report: TickReport, state: DaemonState) -> String {
     let snapshot = report.snapshot
     func mib(_ bytes: UInt64) -> UInt64 { (bytes >> 20) << 20 }
-    var out = ""
+    var families: [Family] = []
     func family(_ name: String, _ help: String, _ samples: [(String, UInt64)]) {
-      out += "# HELP balloonctl_\(name) \(help)\n# TYPE balloonctl_\(name) gauge\n"
-      for (labels, value) in samples {
-        out += "balloonctl_\(name)\(labels.isEmpty ? "" : "{\(labels)}") \(value)\n"
-      }
+      var family = Family(name: name, help: help)
+      for (labels, value) in samples { family.sample(labels, value) }
+      families.append(family)
     }
     let limit = snapshot.limit
     family("limit_bytes", "The pinned-aware balloon limit.", [("", mib(limit.bytes))])
@@ -75,13 +151,34 @@ public final class MetricsFile {
       state.balloons.map {
         ("balloon=\"\(escape($0.name))\",kind=\"\($0.kind.rawValue)\"", $0.hold.held ? 1 : 0)
       })
-    out += "# HELP balloonctl_balloon_releases_total Times balloonctl released the balloon.\n"
-    out += "# TYPE balloonctl_balloon_releases_total counter\n"
+    var releases = Family(
+      name: "balloon_releases_total", help: "Times balloonctl released the balloon.",
+      type: "counter")
     for record in state.balloons {
-      out +=
-        "balloonctl_balloon_releases_total{balloon=\"\(escape(record.name))\",kind=\"\(record.kind.rawValue)\"} \(record.hold.releases)\n"
+      releases.sample(
+        "balloon=\"\(escape(record.name))\",kind=\"\(record.kind.rawValue)\"",
+        UInt64(max(0, record.hold.releases)))
     }
-    return out
+    families.append(releases)
+    // Counters kept in the state file (the OOM post-mortem's
+    // balloonctl_oom_kills_total{verdict=...}) are appended here, each family
+    // with every label value present from 0 so that increase() sees its first one.
+    return families.map(\.text).joined()
+  }
+
+  /// One metric family: its HELP and TYPE lines, then its samples.
+  struct Family {
+    let name: String
+    private(set) var text: String
+
+    init(name: String, help: String, type: String = "gauge") {
+      self.name = name
+      text = "# HELP balloonctl_\(name) \(help)\n# TYPE balloonctl_\(name) \(type)\n"
+    }
+
+    mutating func sample(_ labels: String, _ value: UInt64) {
+      text += "balloonctl_\(name)\(labels.isEmpty ? "" : "{\(labels)}") \(value)\n"
+    }
   }
 
   static func escape(_ value: String) -> String {

@@ -74,4 +74,110 @@ struct JournalLogHandlerTests {
       plain.stderr.split(separator: "\n").first { $0.contains("would release virtio0") })
     #expect(!plainLine.hasPrefix("<"), "no prefix outside the journal: \(plainLine)")
   }
+
+  @Test("metadata values read back with a logfmt parser: blanks, quotes, =, newlines, controls")
+  func logfmtRoundTrip() throws {
+    let values: Logger.Metadata = [
+      "blank": "a b", "quote": "say \"hi\"", "equals": "k=v", "newline": "one\ntwo",
+      "tab": "a\tb", "backslash": "C:\\dir", "empty": "", "cr": "x\ry", "bell": "\u{7}",
+      "unicode": "ünï", "plain": "virtio0", "all": " \"=\n\\ ",
+    ]
+    let line = JournalLogHandler.line(level: .warning, message: "lever failed", metadata: values)
+    #expect(line.hasPrefix("<4>") && line.hasSuffix("\n"))
+    #expect(line.filter { $0 == "\n" }.count == 1, "one line: \(line)")
+    let pairs = try #require(Logfmt.parse(String(line.dropFirst(3).dropLast())), "\(line)")
+    // The message's words are bare keys; every metadata key comes back with its value.
+    #expect(pairs.filter { $0.value == nil }.map(\.key) == ["lever", "failed"])
+    var parsed: [String: String] = [:]
+    for pair in pairs { if let value = pair.value { parsed[pair.key] = value } }
+    #expect(parsed == values.mapValues { "\($0)" })
+  }
+
+  @Test("the daemon's journal line parses as logfmt, its reason whole")
+  func daemonLineIsLogfmt() throws {
+    let guest = try SimulatedGuest("virtio-6.18")
+    let root = guest.tree.base.string
+    let limit = try #require(
+      try JSONParser.parse(Balloonctl.run(["status", "--json", "--root", root]).stdout)["limit"]?[
+        "bytes"]?.uint64)
+    try guest.setVirtioBalloon(bytes: limit + (16 << 20))
+    let result = try Balloonctl.run(
+      ["run", "--once", "--mode", "report", "--root", root], journalStream: true)
+    #expect(result.status == 0, "\(result.stderr)")
+    let line = try #require(
+      result.stderr.split(separator: "\n").first { $0.contains("would release virtio0") })
+    let pairs = try #require(Logfmt.parse(String(line.dropFirst(3))), "\(line)")
+    let parsed = Dictionary(pairs.compactMap { p in p.value.map { (p.key, $0) } }) { $1 }
+    #expect(parsed["balloon"] == "virtio0")
+    #expect(parsed["action"] == "release")
+    let reason = try #require(parsed["reason"])
+    #expect(reason.contains(" ") && !reason.contains("\""), "\(reason)")
+  }
+}
+
+/// logfmt as Go's go-logfmt reads it: `key`, `key=value`, `key="quoted"` with
+/// `\"`, `\\`, `\n`, `\r`, `\t` and `\uXXXX` escapes, separated by blanks.
+/// nil for anything else (an unterminated quote, an unknown escape, `=` with
+/// no key).
+enum Logfmt {
+  static func parse(_ text: String) -> [(key: String, value: String?)]? {
+    var pairs: [(key: String, value: String?)] = []
+    var scalars = Array(text.unicodeScalars)[...]
+    func skipBlanks() { while let c = scalars.first, c == " " { scalars.removeFirst() } }
+    skipBlanks()
+    while !scalars.isEmpty {
+      var key = ""
+      while let c = scalars.first, c != " ", c != "=" {
+        if c == "\"" || c.value < 0x20 { return nil }
+        key.unicodeScalars.append(scalars.removeFirst())
+      }
+      if key.isEmpty { return nil }
+      guard scalars.first == "=" else {
+        pairs.append((key, nil))
+        skipBlanks()
+        continue
+      }
+      scalars.removeFirst()
+      var value = ""
+      if scalars.first == "\"" {
+        scalars.removeFirst()
+        var closed = false
+        while let c = scalars.popFirst() {
+          if c == "\"" {
+            closed = true
+            break
+          }
+          guard c == "\\" else {
+            if c.value < 0x20 { return nil }
+            value.unicodeScalars.append(c)
+            continue
+          }
+          switch scalars.popFirst() {
+          case "\"": value += "\""
+          case "\\": value += "\\"
+          case "n": value += "\n"
+          case "r": value += "\r"
+          case "t": value += "\t"
+          case "u":
+            let hex = String(String.UnicodeScalarView(scalars.prefix(4)))
+            guard hex.count == 4, let code = UInt32(hex, radix: 16), let u = Unicode.Scalar(code)
+            else { return nil }
+            scalars.removeFirst(4)
+            value.unicodeScalars.append(u)
+          default: return nil
+          }
+        }
+        if !closed { return nil }
+        if let c = scalars.first, c != " " { return nil }
+      } else {
+        while let c = scalars.first, c != " " {
+          if c == "\"" || c == "=" || c.value < 0x20 { return nil }
+          value.unicodeScalars.append(scalars.removeFirst())
+        }
+      }
+      pairs.append((key, value))
+      skipBlanks()
+    }
+    return pairs
+  }
 }

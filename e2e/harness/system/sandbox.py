@@ -86,6 +86,7 @@ def boot_sandbox(img: SystemImage, logdir: str, disk: str, opts: dict[str, Any])
             warn = journal(g, "-p warning")
             kb["warning_release_lines"] = release_lines(warn)[:2]
             kb["journal_release_priority"] = release_priority(g)
+            kb["journal_priorities"] = journal_priorities(g)
             # The bind lever inside the sandbox: the host's target drops, re-admit.
             g.balloon(ram)
             try:
@@ -145,6 +146,39 @@ def release_priority(g: SystemGuest) -> Optional[list[int]]:
     return prios or None
 
 
+def journal_priorities(g: SystemGuest) -> dict[str, Any]:
+    """The daemon's own journal entries (SYSLOG_IDENTIFIER balloonctl; the
+    unit's also has systemd's): the PRIORITY each level reached, what
+    `-p warning` selects, and any MESSAGE that kept a `<N>` prefix or a
+    timestamp of its own (journald strips the prefix it understood)."""
+    def entries(args: str) -> list[dict]:
+        _, out = g.run(f"journalctl -b -u {UNIT} --no-pager -o json "
+                       f"--output-fields=MESSAGE,PRIORITY,SYSLOG_IDENTIFIER {args}", timeout=60)
+        found = []
+        for ln in out.splitlines():
+            try:
+                e = json.loads(ln)
+            except ValueError:
+                continue
+            if e.get("SYSLOG_IDENTIFIER") == "balloonctl" and isinstance(e.get("MESSAGE"), str):
+                found.append(e)
+        return found
+    every = entries("")
+    warn = entries("-p warning")
+    def prio(pattern: str, among: list[dict]) -> list[int]:
+        return [int(e.get("PRIORITY", -1)) for e in among if re.search(pattern, e["MESSAGE"])]
+    return {
+        "entries": len(every),
+        "started": prio(r"^balloonctl run started\b", every),
+        "release": prio(r"^release virtio", every),
+        "warning_entries": len(warn),
+        "warning_priorities": sorted({int(e.get("PRIORITY", -1)) for e in warn}),
+        "warning_release": prio(r"^release virtio", warn),
+        "prefixed": [e["MESSAGE"] for e in every if re.match(r"<\d>", e["MESSAGE"])][:3],
+        "timestamped": [e["MESSAGE"] for e in every if re.match(r"\d{4}-\d\d-\d\dT", e["MESSAGE"])][:3],
+    }
+
+
 def kb_verdict(kb: dict) -> dict:
     p = Problems()
     p.need(kb.get("oom_kills_with") == 0, f"{kb.get('oom_kills_with')} OOM kill(s) with the guard")
@@ -159,6 +193,14 @@ def kb_verdict(kb: dict) -> dict:
         p.append("`journalctl -u balloonctl -p warning` does not show the release line "
                  f"(journal PRIORITY of the release line: {kb.get('journal_release_priority')}; "
                  "warning is 4 — the daemon's stderr lines carry no sd-daemon <N> prefix)")
+    jp = kb.get("journal_priorities") or {}
+    p.need(jp.get("started") and set(jp["started"]) == {5}, f"`balloonctl run started` is not at notice (5) in the journal: {jp.get('started')}")
+    p.need(jp.get("release") and set(jp["release"]) == {4},
+           f"the release line is not at warning (4) in the journal: {jp.get('release')}")
+    p.need(jp.get("warning_release") and all(0 <= x <= 4 for x in jp.get("warning_priorities", [-1])),
+           f"`journalctl -p warning` selects entries above warning or misses the release: {jp}")
+    p.need(not jp.get("prefixed") and not jp.get("timestamped"),
+           f"journal lines with a <N> prefix or a timestamp of their own: {jp.get('prefixed')} {jp.get('timestamped')}")
     if kb.get("error"):
         p.insert(0, kb["error"])
     return verdict(kb, p)
