@@ -1,7 +1,7 @@
 public import Logging
 
 /// The daemon: tick, then sleep in one poll() until the interval, a udev or
-/// PSI event, or SIGTERM/SIGINT. One thread, one wake-up per idle interval.
+/// PSI event, a kernel log record, or SIGTERM/SIGINT. One thread, one wake-up per idle interval.
 ///
 /// Shutdown is graceful by construction: signals are read between ticks, so
 /// a tick is never cut short; the on-exit policy then runs and `run` returns
@@ -26,13 +26,17 @@ public final class DaemonLoop {
   let logger: Logger
   /// Lock the tick's pages before the first wait (the live daemon only).
   let lockMemory: Bool
+  /// Finds OOM kills to record (kernel log and `oom_kill`); nil records none.
+  let oomWatch: OOMWatch?
   private var failing = false
+  private var loggedOOMProblem: String?
 
   public init(
     controller: Controller, waiter: Waiter, monitor: BalloonEventMonitor?, signals: SignalChannel?,
     metrics: MetricsFile?, intervalSeconds: Double, onExit: ExitPolicy, logger: Logger,
-    lockMemory: Bool = false
+    lockMemory: Bool = false, oomWatch: OOMWatch? = nil
   ) {
+    self.oomWatch = oomWatch
     self.controller = controller
     self.waiter = waiter
     self.monitor = monitor
@@ -70,6 +74,8 @@ public final class DaemonLoop {
         controller.invalidateDevices()
       }
       if reasons.contains(.pressure) { logger.info("memory pressure event") }
+      // Before the tick: the record is taken while the OOM is fresh.
+      if reasons.contains(.kernelLog), let oomWatch { recordOOMs(oomWatch.drainLog()) }
       if let blocked = tick() {
         // The hold state is saved; the restarted daemon resumes it.
         logger.critical("restart needed", metadata: ["error": "\(blocked)"])
@@ -86,6 +92,10 @@ public final class DaemonLoop {
       if let blocked = report.performed.lazy.compactMap(\.error).first(where: \.needsRestart) {
         return blocked
       }
+      // The counter the tick read anyway: kills no log record told of.
+      if let oomWatch, let count = report.snapshot.vmstat.oomKill {
+        recordOOMs(oomWatch.counter(count))
+      }
       try metrics?.write(report, state: controller.state)
       if failing {
         logger.notice("reading recovered")
@@ -98,6 +108,38 @@ public final class DaemonLoop {
       failing = true
     }
     return nil
+  }
+
+  /// Records each kill found (a fresh reading per kill) and logs it at
+  /// warning; lost records and unparsable ones are logged once per change.
+  func recordOOMs(_ found: OOMWatch.Found) {
+    if found.lost {
+      logger.warning(
+        "kernel log records were lost (overwritten before read); OOM kills are still counted from /proc/vmstat"
+      )
+    }
+    if let problem = found.problems.first?.description, problem != loggedOOMProblem {
+      logger.warning("kernel log record not understood", metadata: ["error": "\(problem)"])
+      loggedOOMProblem = problem
+    }
+    for victim in found.victims {
+      do {
+        let (record, _) = try controller.recordOOM(victim)
+        var metadata: Logger.Metadata = [
+          "verdict": "\(record.verdict.rawValue)", "limit_bytes": "\(record.limitBytes)",
+          "balloon_bytes": "\(record.balloons.compactMap(\.currentBytes).reduce(0, +|))",
+          "source": "\(record.source)",
+        ]
+        if let pid = record.victimPid { metadata["victim_pid"] = "\(pid)" }
+        if let comm = record.victimComm { metadata["victim"] = "\(comm)" }
+        if let anon = record.victimAnonRSSBytes { metadata["victim_anon_rss_bytes"] = "\(anon)" }
+        if let constraint = record.constraint { metadata["constraint"] = "\(constraint)" }
+        if let cap = record.capBytes { metadata["cap_bytes"] = "\(cap)" }
+        logger.warning("OOM kill", metadata: metadata)
+      } catch {
+        logger.error("OOM kill not recorded", metadata: ["error": "\(error)"])
+      }
+    }
   }
 
   private func lockWorkingSet() {

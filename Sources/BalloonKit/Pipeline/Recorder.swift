@@ -34,6 +34,8 @@ public final class Recorder {
     if let previous {
       // Resume holds (and their back-off) from a previous run, crashed or not.
       state.balloons = previous.balloons
+      state.oomKills = previous.oomKills
+      state.oomKillTotals = previous.oomKillTotals
       unverifiedHolds = Set(previous.balloons.filter { $0.hold.held }.map(\.key))
     }
     self.state = state
@@ -205,6 +207,12 @@ public final class Recorder {
       }
     }
     loggedUnreadable = now
+  }
+
+  /// Keeps an OOM kill's record and writes the state at once.
+  public func recordOOM(_ kill: OOMRecord, now: Double, wall: Int64) throws(SourceError) {
+    state.add(kill)
+    try persist(now: now, wall: wall)
   }
 
   /// Writes the state now (boot time `now`, wall `wall`).

@@ -81,6 +81,12 @@ public final class MetricsFile {
       out +=
         "balloonctl_balloon_releases_total{balloon=\"\(escape(record.name))\",kind=\"\(record.kind.rawValue)\"} \(record.hold.releases)\n"
     }
+    out += "# HELP balloonctl_oom_kills_total OOM kills balloonctl recorded, by verdict.\n"
+    out += "# TYPE balloonctl_oom_kills_total counter\n"
+    for verdict in OOMVerdict.allCases {
+      out +=
+        "balloonctl_oom_kills_total{verdict=\"\(verdict.rawValue)\"} \(state.oomKillTotals[verdict] ?? 0)\n"
+    }
     return out
   }
 
