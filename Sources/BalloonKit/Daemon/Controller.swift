@@ -190,8 +190,10 @@ public final class Controller {
   ) throws(SourceError) -> (record: OOMRecord, snapshot: GuestSnapshot) {
     reader.invalidateVmstat()
     let reading = try reader.read(now: now, strict: false, held: recorder.state.balloons)
+    // Gone: its memory no longer counts in the reading (OOMRecord.make).
+    let gone = victim.map { !SystemFile.exists(root.path("/proc/\($0.pid)/status")) } ?? false
     let record = OOMRecord.make(
-      victim: victim, snapshot: reading.snapshot, wall: wall, now: now)
+      victim: victim, snapshot: reading.snapshot, wall: wall, now: now, victimGone: gone)
     try recorder.recordOOM(record, now: now, wall: wall)
     return (record, reading.snapshot)
   }

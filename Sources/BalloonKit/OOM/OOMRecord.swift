@@ -86,6 +86,9 @@ public struct OOMRecord: Sendable, Equatable {
   public var pinned: OOMPinned
   public var verdict: OOMVerdict
   public var capBytes: UInt64?
+  /// The victim's anon-rss was added back to `pinned.unswappable` (and the
+  /// limit computed with it): see `make`.
+  public var victimCountedBack = false
 
   public static let sources = ["kmsg", "vmstat"]
 
@@ -108,22 +111,39 @@ public struct OOMRecord: Sendable, Equatable {
   }
 
   /// From a snapshot read right after the kill (at boot time `now`).
+  ///
+  /// The reading comes after the kill, so a victim that has exited no longer
+  /// counts in it; at the kill its memory was in use. Without swap its
+  /// anon-rss could not have been given to the balloon (it is unswappable,
+  /// like every anonymous page then), so when `victimGone` it is counted back
+  /// as unswappable and the limit is the one of that moment. With swap it is
+  /// not counted back (the kill line does not say how much of it was locked).
   public static func make(
-    victim: OOMVictim?, snapshot: GuestSnapshot, wall: Int64, now: Double
+    victim: OOMVictim?, snapshot: GuestSnapshot, wall: Int64, now: Double, victimGone: Bool
   ) -> OOMRecord {
     let balloons = snapshot.balloons.map {
       OOMBalloon(
         kind: $0.device.kind, name: $0.device.name, currentBytes: $0.effectiveCurrentBytes,
         targetBytes: $0.target.bytes)
     }
-    let limit = snapshot.limit
+    var limit = snapshot.limit
+    var pinned = OOMPinned(snapshot.pinned)
+    var countedBack = false
+    if victimGone, let anon = victim?.anonRSSBytes, anon > 0, snapshot.meminfo.swapTotal == 0 {
+      pinned.unswappableBytes = pinned.unswappableBytes +| anon
+      limit = BalloonLimit.compute(
+        guestBytes: limit.guestBytes, pinnedBytes: pinned.totalBytes,
+        swapTotalBytes: limit.swapTotalBytes, fraction: limit.fraction)
+      countedBack = true
+    }
     let judgement = OOMJudgement.judge(
       balloons: balloons, limitBytes: limit.bytes, reclaimableBytes: limit.reclaimableBytes,
       victimAnonBytes: victim?.anonRSSBytes)
     var record = OOMRecord(
       at: wall, source: victim == nil ? "vmstat" : "kmsg", victim: victim, balloons: balloons,
-      limitBytes: limit.bytes, guestBytes: limit.guestBytes, pinned: OOMPinned(snapshot.pinned),
+      limitBytes: limit.bytes, guestBytes: limit.guestBytes, pinned: pinned,
       judgement: judgement)
+    record.victimCountedBack = countedBack
     record.readBoottime = now
     record.kernelMicroseconds = victim?.kernelMicroseconds
     return record

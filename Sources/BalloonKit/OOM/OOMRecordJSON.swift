@@ -4,7 +4,11 @@
 ///     {"at","read_boottime","kernel_us","source","victim":{"pid","comm","anon_rss_bytes"}|null,"constraint",
 ///      "balloons":[{"kind","name","current_bytes","target_bytes"}],
 ///      "limit_bytes","guest_bytes","pinned":{"hugetlb_bytes",…,"unswappable_bytes"},
-///      "pinned_bytes","verdict","cap_bytes"}
+///      "pinned_bytes","victim_counted_back","verdict","cap_bytes"}
+///
+/// `victim_counted_back`: the victim had exited when the balloons were read,
+/// the guest has no swap, and its anon-rss is counted in `pinned` as
+/// unswappable (the limit is the one of the moment of the kill).
 public enum OOMRecordJSON {
   /// The state file keeps this many, newest last.
   public static let kept = 16
@@ -51,6 +55,7 @@ public enum OOMRecordJSON {
         ])
       ),
       ("pinned_bytes", .integer(pinned.totalBytes)),
+      ("victim_counted_back", .bool(record.victimCountedBack)),
       ("verdict", .string(record.verdict.rawValue)),
       ("cap_bytes", .optional(record.capBytes)),
     ])
@@ -115,6 +120,7 @@ public enum OOMRecordJSON {
       judgement: OOMJudgement(
         verdict: verdict, capBytes: try fields.optionalInteger("cap_bytes", StateRange.bytes)))
     record.constraint = constraint
+    record.victimCountedBack = try fields.optionalBool("victim_counted_back") ?? false
     record.readBoottime = try fields.seconds("read_boottime", StateRange.boottime)
     record.kernelMicroseconds = try fields.optionalInteger("kernel_us", StateRange.bytes)
     return record

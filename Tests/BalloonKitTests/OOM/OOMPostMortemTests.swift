@@ -395,11 +395,20 @@ struct OOMWatchTests {
       kernelMicroseconds: 1)
     let (record, snapshot) = try controller.recordOOM(victim, now: 10, wall: 1_700_000_010)
     #expect(record.balloons.map(\.currentBytes) == [7 << 30])
-    #expect(record.limitBytes == snapshot.limit.bytes)
-    #expect(record.pinned == OOMPinned(snapshot.pinned))
+    // No swap, and the victim has exited (no /proc/77): its anon-rss was in
+    // use at the kill and counts back as unswappable, in the limit too.
+    #expect(record.victimCountedBack)
+    var pinned = OOMPinned(snapshot.pinned)
+    pinned.unswappableBytes += 100 << 20
+    #expect(record.pinned == pinned)
+    let limit = BalloonLimit.compute(
+      guestBytes: snapshot.limit.guestBytes, pinnedBytes: pinned.totalBytes, swapTotalBytes: 0,
+      fraction: snapshot.limit.fraction)
+    #expect(record.limitBytes == limit.bytes)
+    #expect(record.limitBytes < snapshot.limit.bytes)
     let expected = OOMJudgement.judge(
-      balloons: record.balloons, limitBytes: snapshot.limit.bytes,
-      reclaimableBytes: snapshot.limit.reclaimableBytes, victimAnonBytes: 100 << 20)
+      balloons: record.balloons, limitBytes: limit.bytes,
+      reclaimableBytes: limit.reclaimableBytes, victimAnonBytes: 100 << 20)
     #expect(record.verdict == expected.verdict)
     #expect(record.verdict == .balloonCaused)
     #expect(record.victimComm == "memhog")
