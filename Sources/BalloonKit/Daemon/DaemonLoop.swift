@@ -54,8 +54,14 @@ public final class DaemonLoop {
     // ticks: what gets locked is what the loop touches from now on, not what
     // argument parsing and set-up touched (see SelfProtection.lockWorkingSet).
     if lockMemory { lockWorkingSet() }
+    let interval = Double(intervalMilliseconds) / 1000
+    var nextTick = Clock.boottime() + interval
     while true {
-      let reasons = waiter.wait(timeoutMilliseconds: intervalMilliseconds)
+      // Up to the next tick: a kernel log record that is no OOM kill wakes
+      // the loop but does not move the tick.
+      let left = (nextTick - Clock.boottime()) * 1000
+      let timeout = left <= 0 ? 0 : min(intervalMilliseconds, Int32(left.rounded(.up)))
+      let reasons = waiter.wait(timeoutMilliseconds: timeout)
       if reasons.contains(.interrupted) {
         let names = (signals?.drain() ?? []).map(SignalChannel.name)
         logger.notice("stopping", metadata: ["signal": "\(names.joined(separator: ","))"])
@@ -75,12 +81,17 @@ public final class DaemonLoop {
       }
       if reasons.contains(.pressure) { logger.info("memory pressure event") }
       // Before the tick: the record is taken while the OOM is fresh.
-      if reasons.contains(.kernelLog), let oomWatch { recordOOMs(oomWatch.drainLog()) }
+      var killed = false
+      if reasons.contains(.kernelLog), let oomWatch { killed = recordOOMs(oomWatch.drainLog()) }
+      // A chatty kernel log alone costs a read, never a tick (an idle tick
+      // is the daemon's whole cost); an OOM kill ticks at once.
+      if reasons == [.kernelLog], !killed, Clock.boottime() < nextTick { continue }
       if let blocked = tick() {
         // The hold state is saved; the restarted daemon resumes it.
         logger.critical("restart needed", metadata: ["error": "\(blocked)"])
         throw RestartNeeded(error: blocked)
       }
+      nextTick = Clock.boottime() + interval
     }
     finish()
   }
@@ -112,7 +123,9 @@ public final class DaemonLoop {
 
   /// Records each kill found (a fresh reading per kill) and logs it at
   /// warning; lost records and unparsable ones are logged once per change.
-  func recordOOMs(_ found: OOMWatch.Found) {
+  /// Returns whether any kill was found.
+  @discardableResult
+  func recordOOMs(_ found: OOMWatch.Found) -> Bool {
     if found.lost {
       logger.warning(
         "kernel log records were lost (overwritten before read); OOM kills are still counted from /proc/vmstat"
@@ -140,6 +153,7 @@ public final class DaemonLoop {
         logger.error("OOM kill not recorded", metadata: ["error": "\(error)"])
       }
     }
+    return !found.victims.isEmpty
   }
 
   private func lockWorkingSet() {

@@ -54,6 +54,14 @@ public enum KmsgReader {
       }
       let line = start..<(next - 1)
       start = next
+      // The kernel escapes every byte outside printable ASCII (and the
+      // backslash) as \xNN: anything else is not its output.
+      if let bad = line.first(where: { bytes[$0] < 0x20 || bytes[$0] > 0x7e }) {
+        throw .malformed(
+          path, line: lineNumber,
+          "byte 0x\(String(bytes[bad], radix: 16)) at column \(bad - line.lowerBound + 1); the kernel escapes it"
+        )
+      }
       if bytes[line.lowerBound] == 0x20 {
         guard !records.isEmpty else {
           throw .malformed(path, line: lineNumber, "continuation line before any record")

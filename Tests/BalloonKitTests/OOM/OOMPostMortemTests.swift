@@ -72,6 +72,7 @@ struct KmsgReaderTests {
     arguments: [
       "\n", "x,1,2,-;t\n", "6,1,2;t\n", "6,1,2,-t\n", "6,1,2,-;t", " KEY=V\n", "6,1,2,q;t\n",
       "6,,2,-;t\n", "6,1,99999999999999999999,-;t\n", "99999999999,1,2,-;t\n",
+      "6,1,2,-;tab\there\n", "6,1,2,-;caf\u{E9}\n", "6,1,2,-;cr\r\n", "6,1,2,-;t\n KEY=\u{7F}\n",
     ])
   func malformed(_ text: String) {
     #expect {
@@ -358,6 +359,21 @@ struct OOMWatchTests {
     #expect(unknown.victims.count == 2)
     #expect(unknown.victims.allSatisfy { $0 == nil })
     #expect(watch.counter(7).victims.isEmpty)
+  }
+
+  @Test("The kernel log's descriptor wakes the daemon's wait, named as such")
+  func waiterWakes() {
+    var pipeEnds: [Int32] = [0, 0]
+    #expect(pipe(&pipeEnds) == 0)
+    defer {
+      close(pipeEnds[0])
+      close(pipeEnds[1])
+    }
+    let waiter = Waiter(monitorFD: nil, pressureFD: nil, signalFD: nil, kmsgFD: pipeEnds[0])
+    #expect(waiter.wait(timeoutMilliseconds: 0) == .timeout)
+    #expect(write(pipeEnds[1], "x", 1) == 1)
+    #expect(waiter.wait(timeoutMilliseconds: 1000) == .kernelLog)
+    #expect(WakeReasons.kernelLog.description == "kernel log")
   }
 
   @Test("Without a log, the first counter is the baseline; later rises are kills")
