@@ -14,42 +14,62 @@ enum KmsgFixtures {
     try SystemFile.readRequired(directory.appending(name))
   }
 
-  /// The kill each guest's OOM report names (from the same capture).
-  struct Kill: Sendable, CustomTestStringConvertible {
+  /// The kills each capture's "Killed process" lines name (pid, comm,
+  /// anon-rss in KiB, the line's timestamp), in order.
+  struct Capture: Sendable, CustomTestStringConvertible {
     var file: String
-    var pid: Int32
-    var anonKiB: UInt64
-    var microseconds: UInt64
+    var kills: [(pid: Int32, comm: String, anonKiB: UInt64, microseconds: UInt64)]
     var testDescription: String { file }
   }
 
-  static let kills: [Kill] = [
-    Kill(file: "oom-7.3.kmsg", pid: 146, anonKiB: 524_344, microseconds: 11_994_575),
-    Kill(file: "oom-6.1.kmsg", pid: 138, anonKiB: 524_328, microseconds: 11_543_213),
+  static let captures: [Capture] = [
+    // The whole /dev/kmsg of a kb_failure "without" guest (e2e, 7.3): the
+    // boot, continuation lines, then three OOM kills as the balloon inflated.
+    Capture(
+      file: "kb_failure-without-7.3.kmsg",
+      kills: [
+        (147, "memlock", 524_336, 47_835_645), (137, "sleep", 48, 48_000_396),
+        (134, "init", 76, 48_121_042),
+      ]),
+    Capture(file: "oom-6.1.kmsg", kills: [(138, "memlock", 524_328, 11_543_213)]),
   ]
 }
 
 @Suite("OOM post-mortem: /dev/kmsg records")
 struct KmsgReaderTests {
   @Test(
-    "A guest's whole OOM report parses; exactly one kill, with its victim",
-    arguments: KmsgFixtures.kills)
-  func guestReport(_ kill: KmsgFixtures.Kill) throws {
-    let records = try KmsgReader.parse(KmsgFixtures.bytes(kill.file), path: kill.file)
-    #expect(records.count > 50)
-    #expect(records.first?.text.contains("invoked oom-killer") == true)
+    "A guest's kernel log parses; its kills, with their victims", arguments: KmsgFixtures.captures)
+  func guestReport(_ capture: KmsgFixtures.Capture) throws {
+    let bytes = try KmsgFixtures.bytes(capture.file)
+    let records = try KmsgReader.parse(bytes, path: capture.file)
+    // One record per line that does not start with a space.
+    #expect(records.count == bytes.split(separator: 0x0a).filter { $0.first != 0x20 }.count)
     var matcher = OOMRecordMatcher()
     var victims: [OOMVictim] = []
     for record in records {
-      if let victim = try matcher.take(record, path: kill.file) { victims.append(victim) }
+      if let victim = try matcher.take(record, path: capture.file) { victims.append(victim) }
     }
     #expect(
-      victims == [
-        OOMVictim(
-          pid: kill.pid, comm: "memlock", anonRSSBytes: kill.anonKiB * 1024, constraint: "none",
-          memcg: false, kernelMicroseconds: kill.microseconds)
-      ])
-    #expect(records.last?.level == 3)
+      victims
+        == capture.kills.map {
+          OOMVictim(
+            pid: $0.pid, comm: $0.comm, anonRSSBytes: $0.anonKiB * 1024, constraint: "none",
+            memcg: false, kernelMicroseconds: $0.microseconds)
+        })
+    let killLines = records.filter { $0.text.contains(": Killed process ") }
+    #expect(killLines.count == capture.kills.count)
+    #expect(killLines.allSatisfy { $0.level == 3 && $0.facility == 0 })
+  }
+
+  @Test("The capture's continuation lines belong to their record")
+  func captureDictionary() throws {
+    let file = "kb_failure-without-7.3.kmsg"
+    let records = try KmsgReader.parse(KmsgFixtures.bytes(file), path: file)
+    let withDictionary = records.filter { !$0.dictionary.isEmpty }
+    #expect(!withDictionary.isEmpty)
+    #expect(withDictionary.allSatisfy { $0.dictionary.allSatisfy { $0.contains("=") } })
+    #expect(records.first?.sequence == 0)
+    #expect(zip(records, records.dropFirst()).allSatisfy { $0.sequence + 1 == $1.sequence })
   }
 
   @Test("Continuation lines, the caller field and the facility")
@@ -343,22 +363,29 @@ struct OOMWatchTests {
     let follower = try KmsgFollower.open(root: tree.root).get()
     let watch = OOMWatch(follower: follower, baseline: 4)
     #expect(watch.drainLog().victims.isEmpty)
-    let capture = try KmsgFixtures.bytes("oom-7.3.kmsg")
+    // The capture's OOM records (a plain file is read in one go, not one
+    // record per read as /dev/kmsg is, so only these few lines).
+    let capture = try KmsgFixtures.bytes("kb_failure-without-7.3.kmsg")
+    let lines = capture.split(separator: 0x0a).filter {
+      let text = String(decoding: $0, as: UTF8.self)
+      return text.contains(";oom-kill:") || text.contains("Killed process")
+    }
+    let records = Array(lines.joined(separator: [0x0a])) + [0x0a]
+    #expect(lines.count == 6)
     let fd = open(tree.root.path("/dev/kmsg").string, O_WRONLY | O_APPEND)
-    #expect(capture.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) } == capture.count)
+    #expect(records.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) } == records.count)
     close(fd)
     let found = watch.drainLog()
-    #expect(found.victims.count == 1)
-    #expect(found.victims.first??.comm == "memlock")
+    #expect(found.victims.map { $0?.comm } == ["memlock", "sleep", "init"])
     #expect(found.problems.isEmpty)
-    // The counter with that kill: nothing unknown. An older reading: nothing.
-    #expect(watch.counter(5).victims.isEmpty)
+    // The counter with those kills: nothing unknown. An older reading: nothing.
+    #expect(watch.counter(7).victims.isEmpty)
     #expect(watch.counter(4).victims.isEmpty)
     // Two kills the log did not tell of: recorded with the victim unknown.
-    let unknown = watch.counter(7)
+    let unknown = watch.counter(9)
     #expect(unknown.victims.count == 2)
     #expect(unknown.victims.allSatisfy { $0 == nil })
-    #expect(watch.counter(7).victims.isEmpty)
+    #expect(watch.counter(9).victims.isEmpty)
   }
 
   @Test("The kernel log's descriptor wakes the daemon's wait, named as such")
