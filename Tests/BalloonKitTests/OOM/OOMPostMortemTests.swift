@@ -31,7 +31,8 @@ enum KmsgFixtures {
         (147, "memlock", 524_336, 47_835_645), (137, "sleep", 48, 48_000_396),
         (134, "init", 76, 48_121_042),
       ]),
-    Capture(file: "oom-6.1.kmsg", kills: [(138, "memlock", 524_328, 11_543_213)]),
+    Capture(
+      file: "kb_failure-without-6.1.kmsg", kills: [(139, "memlock", 524_328, 33_725_950)]),
   ]
 }
 
