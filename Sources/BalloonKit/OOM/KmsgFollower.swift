@@ -58,6 +58,25 @@ public final class KmsgFollower {
 
   deinit { Glibc.close(fileDescriptor) }
 
+  /// Whether the bytes read hold "Killed process" or "oom-kill:" (the two
+  /// records OOMRecordMatcher takes); no allocation.
+  public static func mentionsOOMKill(_ bytes: [UInt8], _ count: Int) -> Bool {
+    bytes.withUnsafeBufferPointer { buffer in
+      let text = UnsafeBufferPointer(rebasing: buffer[0..<min(count, buffer.count)])
+      return contains(text, "Killed process") || contains(text, "oom-kill:")
+    }
+  }
+
+  static func contains(_ text: UnsafeBufferPointer<UInt8>, _ needle: StaticString) -> Bool {
+    let length = needle.utf8CodeUnitCount
+    guard text.count >= length else { return false }
+    let first = needle.utf8Start[0]
+    for start in 0...(text.count - length) where text[start] == first {
+      if KernelText.equals(text, start..<(start + length), needle) { return true }
+    }
+    return false
+  }
+
   /// Reads every record available now, without blocking.
   public func drain() -> Drained {
     var drained = Drained()
@@ -66,6 +85,10 @@ public final class KmsgFollower {
       reads += 1
       let count = buffer.withUnsafeMutableBytes { read(fileDescriptor, $0.baseAddress, capacity) }
       if count > 0 {
+        // Only records about an OOM kill are parsed: the rest of an OOM
+        // report (60 records or more, each a wake-up) arrives when memory is
+        // shortest, and the daemon must not spend it on strings it drops.
+        guard Self.mentionsOOMKill(buffer, count) else { continue }
         do throws(SourceError) {
           drained.records += try buffer.withUnsafeBufferPointer { whole throws(SourceError) in
             try KmsgReader.parse(UnsafeBufferPointer(rebasing: whole[0..<count]), path: path)

@@ -364,6 +364,17 @@ struct OOMWatchTests {
     let follower = try KmsgFollower.open(root: tree.root).get()
     let watch = OOMWatch(follower: follower, baseline: 4)
     #expect(watch.drainLog().victims.isEmpty)
+    // A record that is not about an OOM kill is not even parsed (no
+    // allocation while memory is short): not a problem, not a kill.
+    let junk = Array("not a kmsg record, and no OOM kill in it\n".utf8)
+    let junkFD = open(tree.root.path("/dev/kmsg").string, O_WRONLY | O_APPEND)
+    #expect(junk.withUnsafeBytes { write(junkFD, $0.baseAddress, $0.count) } == junk.count)
+    close(junkFD)
+    let skipped = watch.drainLog()
+    #expect(skipped.victims.isEmpty && skipped.problems.isEmpty)
+    #expect(KmsgFollower.mentionsOOMKill(Array("x Killed process 1".utf8), 18))
+    #expect(!KmsgFollower.mentionsOOMKill(Array("x Killed process 1".utf8), 15))
+    #expect(!KmsgFollower.mentionsOOMKill(Array("6,1,2,-;sh invoked oom-killer".utf8), 29))
     // The capture's OOM records (a plain file is read in one go, not one
     // record per read as /dev/kmsg is, so only these few lines).
     let capture = try KmsgFixtures.bytes("kb_failure-without-7.3.kmsg")
