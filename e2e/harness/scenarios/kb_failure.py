@@ -13,7 +13,8 @@ from ..guest import PAGE, Guest, MiB, page_align
 from ..guestside import driver_bound, is_held, pin_memory, process_alive, read_state, state_hold, wait_state
 from .base import TOL_MS, Context, Scenario, fmt_mib, fmt_ms, ms, verdict
 from .daemon import log_lines, start_and_wait_daemon
-from .oom_postmortem import SHARED_KEY, balloon_oom, control_oom, judge, save_kmsg, start_reporting_daemon
+from .oom_postmortem import (SHARED_KEY, balloon_oom, control_oom, judge, save_kmsg, start_buffer,
+                             start_reporting_daemon, stop_buffer)
 
 
 def _kb_sizes(ctx: Context, ram_mib: int) -> dict[str, int]:
@@ -113,6 +114,7 @@ def _kb_without_run(g: Guest, sz: dict[str, int], res: dict[str, Any], keep: dic
         res.update(pin_memory(g, sz["lock_mib"]))
         daemon = start_reporting_daemon(g)
         pm.update(daemon)
+        pm["buffer_pids"] = start_buffer(g)
         oom0 = g.vmstat().get("oom_kill", 0)
         with g.sampler(0.05) as s:
             keep["sampler"] = s
@@ -142,6 +144,7 @@ def _kb_without_run(g: Guest, sz: dict[str, int], res: dict[str, Any], keep: dic
         t_pm = time.monotonic()
         try:
             pm.update(balloon_oom(g, s, daemon, kills_before=0))
+            stop_buffer(g, pm["buffer_pids"])
             pm.update(control_oom(g))
             save_kmsg(g)
         except GuestError as e:

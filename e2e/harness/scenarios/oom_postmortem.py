@@ -38,6 +38,22 @@ def start_reporting_daemon(g: Guest) -> dict[str, Any]:
     return {"daemon_pid": pid, "clock_offset_s": off, "clock_rtt_ms": round(rtt * 1000, 1)}
 
 
+def start_buffer(g: Guest, count: int = 4, mib: int = 8) -> list[int]:
+    """Killable memory between the workload and the daemon: `count` memhogs
+    of `mib` MiB at oom_score_adj −800, which the kernel takes after every
+    process at 0 and before the daemon at −900. On 7.3 the KB failure's
+    cascade (memlock's mlocked pages are freed slowly) otherwise killed
+    sleep, init and the daemon within 40 ms, before it could record."""
+    out = g.check(f"for i in {' '.join(map(str, range(count)))}; do (echo -800 >/proc/self/oom_score_adj; "
+                  f"exec memhog {mib} 3600) >/dev/null 2>&1 & echo E2E-PID=$!; done")
+    return [int(p) for p in re.findall(r"E2E-PID=(\d+)", out)]
+
+
+def stop_buffer(g: Guest, pids: list[int]) -> None:
+    if pids:
+        g.run("kill " + " ".join(map(str, pids)) + " 2>/dev/null; true")
+
+
 def _kills(g: Guest) -> list[dict]:
     return (read_state(g) or {}).get("oom_kills") or []
 
