@@ -6,7 +6,7 @@ import PackageDescription
 // sees its coverage); each executable is one fuzzer.
 let fuzzers = [
   "meminfo", "vmstat", "process-status", "vmmemctl", "hv-balloon", "xen", "virtio", "pci-config",
-  "state", "settings", "memmap",
+  "state", "settings", "memmap", "kmsg",
 ]
 
 let package = Package(

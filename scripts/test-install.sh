@@ -127,7 +127,7 @@ verify_unit() { # verify_unit DESTDIR
 		KillSignal: SIGTERM
 		OOMPolicy: continue
 		OOMScoreAdjust: -900
-		CapabilityBoundingSet: cap_ipc_lock cap_sys_module cap_sys_admin cap_sys_resource
+		CapabilityBoundingSet: cap_ipc_lock cap_sys_module cap_sys_admin cap_sys_resource cap_syslog
 		ProtectSystem: strict
 		ProtectHome: yes
 		PrivateTmp: yes

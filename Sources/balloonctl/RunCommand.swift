@@ -243,9 +243,19 @@ struct RunCommand: ParsableCommand {
       logger.info(
         "no memory-pressure trigger; relying on the interval", metadata: ["error": "\(error)"])
     }
+    // OOM kills: from the kernel log when it can be read, else from the
+    // oom_kill counter alone (the victim then unknown). Never fatal.
+    var kmsg: KmsgFollower?
+    switch KmsgFollower.open(root: root) {
+    case .success(let follower): kmsg = follower
+    case .failure(let error):
+      logger.warning(
+        "kernel log unreadable; OOM kills are recorded from /proc/vmstat without the victim",
+        metadata: ["error": "\(error)"])
+    }
     let waiter = Waiter(
       monitorFD: monitor?.fileDescriptor, pressureFD: pressure?.fileDescriptor,
-      signalFD: signals.fileDescriptor)
+      signalFD: signals.fileDescriptor, kmsgFD: kmsg?.fileDescriptor)
 
     logger.notice(
       "balloonctl run started",
@@ -257,6 +267,7 @@ struct RunCommand: ParsableCommand {
         "on_exit": "\(settings.onExit.rawValue)",
         "udev": "\(monitor.map { "\($0.source)" } ?? "none")",
         "psi_window_s": "\(pressure.map { "\(Double($0.windowMicroseconds) / 1e6)" } ?? "none")",
+        "kernel_log": "\(kmsg == nil ? "none" : "followed")",
       ])
     for record in controller.heldBalloons {
       logger.notice(
@@ -276,7 +287,8 @@ struct RunCommand: ParsableCommand {
     try DaemonLoop(
       controller: controller, waiter: waiter, monitor: monitor, signals: signals, metrics: metrics,
       intervalSeconds: settings.intervalSeconds, onExit: settings.onExit, logger: logger,
-      lockMemory: root.isLive
+      lockMemory: root.isLive,
+      oomWatch: OOMWatch(follower: kmsg, baseline: first.snapshot.vmstat.oomKill)
     ).run()
     _ = lock
   }

@@ -125,6 +125,7 @@ struct StatusCommand: ParsableCommand {
     if json {
       var members = SnapshotJSON.members(snapshot, processes: processes)
       members.append(("daemon", daemon?.json(limitBytes: daemonLimit) ?? .null))
+      members.append(("oom_kills", daemon?.oomKillsJSON ?? .array([])))
       if let daemonProblem { members.append(("daemon_error", .string("\(daemonProblem)"))) }
       print(JSONValue.object(members).rendered())
     } else {

@@ -186,6 +186,23 @@ public final class Controller {
     return outcomes.map { ($0.performed?.decision ?? $0.decision, $0.performed?.error) }
   }
 
+  /// Records an OOM kill (nil victim: seen only in the `oom_kill` counter)
+  /// from a fresh reading of every balloon, the limit and the pinned memory,
+  /// taken now through the tick's reader (vmstat included, not the cached one).
+  /// In report mode too: it reads and writes only the state.
+  public func recordOOM(
+    _ victim: OOMVictim?, now: Double = Clock.boottime(), wall: Int64 = Clock.wall()
+  ) throws(SourceError) -> (record: OOMRecord, snapshot: GuestSnapshot) {
+    reader.invalidateVmstat()
+    let reading = try reader.read(now: now, strict: false, held: recorder.state.balloons)
+    // Gone: its memory no longer counts in the reading (OOMRecord.make).
+    let gone = victim.map { !SystemFile.exists(root.path("/proc/\($0.pid)/status")) } ?? false
+    let record = OOMRecord.make(
+      victim: victim, snapshot: reading.snapshot, wall: wall, now: now, victimGone: gone)
+    try recorder.recordOOM(record, now: now, wall: wall)
+    return (record, reading.snapshot)
+  }
+
   /// Writes the state now (at start-up, so `status` sees the daemon at once).
   public func persistNow() throws(SourceError) {
     try recorder.persist(now: Clock.boottime(), wall: Clock.wall())

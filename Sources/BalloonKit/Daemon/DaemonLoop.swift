@@ -1,7 +1,7 @@
 public import Logging
 
 /// The daemon: tick, then sleep in one poll() until the interval, a udev or
-/// PSI event, or SIGTERM/SIGINT. One thread, one wake-up per idle interval.
+/// PSI event, a kernel log record, or SIGTERM/SIGINT. One thread, one wake-up per idle interval.
 ///
 /// Shutdown is graceful by construction: signals are read between ticks, so
 /// a tick is never cut short; the on-exit policy then runs and `run` returns
@@ -26,13 +26,17 @@ public final class DaemonLoop {
   let logger: Logger
   /// Lock the tick's pages before the first wait (the live daemon only).
   let lockMemory: Bool
+  /// Finds OOM kills to record (kernel log and `oom_kill`); nil records none.
+  let oomWatch: OOMWatch?
   private var failing = false
+  private var loggedOOMProblem: String?
 
   public init(
     controller: Controller, waiter: Waiter, monitor: BalloonEventMonitor?, signals: SignalChannel?,
     metrics: MetricsFile?, intervalSeconds: Double, onExit: ExitPolicy, logger: Logger,
-    lockMemory: Bool = false
+    lockMemory: Bool = false, oomWatch: OOMWatch? = nil
   ) {
+    self.oomWatch = oomWatch
     self.controller = controller
     self.waiter = waiter
     self.monitor = monitor
@@ -50,8 +54,14 @@ public final class DaemonLoop {
     // ticks: what gets locked is what the loop touches from now on, not what
     // argument parsing and set-up touched (see SelfProtection.lockWorkingSet).
     if lockMemory { lockWorkingSet() }
+    let interval = Double(intervalMilliseconds) / 1000
+    var nextTick = Clock.boottime() + interval
     while true {
-      let reasons = waiter.wait(timeoutMilliseconds: intervalMilliseconds)
+      // Up to the next tick: a kernel log record that is no OOM kill wakes
+      // the loop but does not move the tick.
+      let left = (nextTick - Clock.boottime()) * 1000
+      let timeout = left <= 0 ? 0 : min(intervalMilliseconds, Int32(left.rounded(.up)))
+      let reasons = waiter.wait(timeoutMilliseconds: timeout)
       if reasons.contains(.interrupted) {
         let names = (signals?.drain() ?? []).map(SignalChannel.name)
         logger.notice("stopping", metadata: ["signal": "\(names.joined(separator: ","))"])
@@ -70,11 +80,18 @@ public final class DaemonLoop {
         controller.invalidateDevices()
       }
       if reasons.contains(.pressure) { logger.info("memory pressure event") }
+      // Before the tick: the record is taken while the OOM is fresh.
+      var killed = false
+      if reasons.contains(.kernelLog), let oomWatch { killed = recordOOMs(oomWatch.drainLog()) }
+      // A chatty kernel log alone costs a read, never a tick (an idle tick
+      // is the daemon's whole cost); an OOM kill ticks at once.
+      if reasons == [.kernelLog], !killed, Clock.boottime() < nextTick { continue }
       if let blocked = tick() {
         // The hold state is saved; the restarted daemon resumes it.
         logger.critical("restart needed", metadata: ["error": "\(blocked)"])
         throw RestartNeeded(error: blocked)
       }
+      nextTick = Clock.boottime() + interval
     }
     finish()
   }
@@ -85,6 +102,10 @@ public final class DaemonLoop {
       let report = try controller.tick()
       if let blocked = report.performed.lazy.compactMap(\.error).first(where: \.needsRestart) {
         return blocked
+      }
+      // The counter the tick read anyway: kills no log record told of.
+      if let oomWatch, let count = report.snapshot.vmstat.oomKill {
+        recordOOMs(oomWatch.counter(count))
       }
       try metrics?.write(report, state: controller.state)
       if failing {
@@ -98,6 +119,41 @@ public final class DaemonLoop {
       failing = true
     }
     return nil
+  }
+
+  /// Records each kill found (a fresh reading per kill) and logs it at
+  /// warning; lost records and unparsable ones are logged once per change.
+  /// Returns whether any kill was found.
+  @discardableResult
+  func recordOOMs(_ found: OOMWatch.Found) -> Bool {
+    if found.lost {
+      logger.warning(
+        "kernel log records were lost (overwritten before read); OOM kills are still counted from /proc/vmstat"
+      )
+    }
+    if let problem = found.problems.first?.description, problem != loggedOOMProblem {
+      logger.warning("kernel log record not understood", metadata: ["error": "\(problem)"])
+      loggedOOMProblem = problem
+    }
+    for victim in found.victims {
+      do {
+        let (record, _) = try controller.recordOOM(victim)
+        var metadata: Logger.Metadata = [
+          "verdict": "\(record.verdict.rawValue)", "limit_bytes": "\(record.limitBytes)",
+          "balloon_bytes": "\(record.balloons.compactMap(\.currentBytes).reduce(0, +|))",
+          "source": "\(record.source)",
+        ]
+        if let pid = record.victimPid { metadata["victim_pid"] = "\(pid)" }
+        if let comm = record.victimComm { metadata["victim"] = "\(comm)" }
+        if let anon = record.victimAnonRSSBytes { metadata["victim_anon_rss_bytes"] = "\(anon)" }
+        if let constraint = record.constraint { metadata["constraint"] = "\(constraint)" }
+        if let cap = record.capBytes { metadata["cap_bytes"] = "\(cap)" }
+        logger.warning("OOM kill", metadata: metadata)
+      } catch {
+        logger.error("OOM kill not recorded", metadata: ["error": "\(error)"])
+      }
+    }
+    return !found.victims.isEmpty
   }
 
   private func lockWorkingSet() {

@@ -11,6 +11,8 @@ public struct WakeReasons: OptionSet, Sendable, CustomStringConvertible {
   public static let udev = WakeReasons(rawValue: 1 << 1)
   public static let pressure = WakeReasons(rawValue: 1 << 2)
   public static let interrupted = WakeReasons(rawValue: 1 << 3)
+  /// The kernel logged something (/dev/kmsg): maybe an OOM kill.
+  public static let kernelLog = WakeReasons(rawValue: 1 << 4)
 
   public var description: String {
     var names: [String] = []
@@ -18,28 +20,32 @@ public struct WakeReasons: OptionSet, Sendable, CustomStringConvertible {
     if contains(.udev) { names.append("udev") }
     if contains(.pressure) { names.append("memory pressure") }
     if contains(.interrupted) { names.append("shutdown") }
+    if contains(.kernelLog) { names.append("kernel log") }
     return names.joined(separator: "+")
   }
 }
 
 /// Blocks in one `poll()` until the interval passes, a udev or PSI
-/// memory-pressure event arrives, or a signal (SIGTERM/SIGINT, through a
-/// signalfd) asks to stop. No busy polling: an idle daemon sleeps here, and
+/// memory-pressure event arrives, the kernel logs a record (/dev/kmsg, for
+/// OOM kills), or a signal (SIGTERM/SIGINT, through a signalfd) asks to stop. No busy polling: an idle daemon sleeps here, and
 /// the pollfd set is built once.
 public final class Waiter {
   private var fds: [pollfd]
   private let monitorFD: Int32?
   private let pressureFD: Int32?
   private let signalFD: Int32?
+  private let kmsgFD: Int32?
 
-  public init(monitorFD: Int32?, pressureFD: Int32?, signalFD: Int32?) {
+  public init(monitorFD: Int32?, pressureFD: Int32?, signalFD: Int32?, kmsgFD: Int32? = nil) {
     self.monitorFD = monitorFD
     self.pressureFD = pressureFD
     self.signalFD = signalFD
+    self.kmsgFD = kmsgFD
     fds = []
     if let signalFD { fds.append(pollfd(fd: signalFD, events: Int16(POLLIN), revents: 0)) }
     if let monitorFD { fds.append(pollfd(fd: monitorFD, events: Int16(POLLIN), revents: 0)) }
     if let pressureFD { fds.append(pollfd(fd: pressureFD, events: Int16(POLLPRI), revents: 0)) }
+    if let kmsgFD { fds.append(pollfd(fd: kmsgFD, events: Int16(POLLIN), revents: 0)) }
   }
 
   public func wait(timeoutMilliseconds: Int32) -> WakeReasons {
@@ -53,6 +59,7 @@ public final class Waiter {
       case signalFD: reasons.insert(.interrupted)
       case monitorFD: reasons.insert(.udev)
       case pressureFD: reasons.insert(.pressure)
+      case kmsgFD: reasons.insert(.kernelLog)
       default: break
       }
     }

@@ -41,6 +41,8 @@ public final class Recorder {
       state.balloons = previous.balloons
       state.maxPinnedBytes = previous.maxPinnedBytes
       state.maxPinnedAt = previous.maxPinnedAt
+      state.oomKills = previous.oomKills
+      state.oomKillTotals = previous.oomKillTotals
       unverifiedHolds = Set(previous.balloons.filter { $0.hold.held }.map(\.key))
     }
     self.state = state
@@ -231,6 +233,12 @@ public final class Recorder {
       }
     }
     loggedUnreadable = now
+  }
+
+  /// Keeps an OOM kill's record and writes the state at once.
+  public func recordOOM(_ kill: OOMRecord, now: Double, wall: Int64) throws(SourceError) {
+    state.add(kill)
+    try persist(now: now, wall: wall)
   }
 
   /// Writes the state now (boot time `now`, wall `wall`).

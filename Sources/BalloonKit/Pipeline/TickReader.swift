@@ -133,6 +133,10 @@ public final class TickReader {
   /// Ask for discovery on the next read (a udev event arrived, a lever was pulled).
   public func invalidateDevices() { discoveryDue = true }
 
+  /// Make the next read take /proc/vmstat afresh (an OOM kill is recorded
+  /// with the sizes of that moment, not of a few ticks ago).
+  public func invalidateVmstat() { lastVmstat = nil }
+
   /// One tick's reading. `strict` (`status`, `limit`, `run --once`): a
   /// discovered balloon or /proc that cannot be read fails it, naming the
   /// file. Otherwise (the daemon) an unreadable balloon is a sight with the

@@ -103,8 +103,12 @@ public struct DaemonReport: Sendable {
         lines.append("    last decision: \(last.action.rawValue)\(at): \(last.reason)")
       }
     }
+    lines += OOMText.lines(state, clock: Self.clock)
     return lines
   }
+
+  /// `status --json`'s `oom_kills`: the state file's records, newest last.
+  public var oomKillsJSON: JSONValue { .array(state.oomKills.map(OOMRecordJSON.json)) }
 
   /// - Parameter limitBytes: the daemon's limit (`limit(from:)`), for the
   ///   re-admit threshold.

@@ -160,9 +160,13 @@ public final class MetricsFile {
         UInt64(max(0, record.hold.releases)))
     }
     families.append(releases)
-    // Counters kept in the state file (the OOM post-mortem's
-    // balloonctl_oom_kills_total{verdict=...}) are appended here, each family
-    // with every label value present from 0 so that increase() sees its first one.
+    // Every verdict is present from 0, so that increase() sees the first kill.
+    var oomKills = Family(
+      name: "oom_kills_total", help: "OOM kills balloonctl recorded, by verdict.", type: "counter")
+    for verdict in OOMVerdict.allCases {
+      oomKills.sample("verdict=\"\(verdict.rawValue)\"", state.oomKillTotals[verdict] ?? 0)
+    }
+    families.append(oomKills)
     return families.map(\.text).joined()
   }
 

@@ -22,6 +22,10 @@ public struct DaemonState: Sendable, Equatable {
   /// were recorded (and after `balloonctl readmit`).
   public var settings: RecordedSettings?
   public var balloons: [BalloonRecord]
+  /// The last OOM kills (at most `OOMRecordJSON.kept`, newest last) and the
+  /// count per verdict since the state began.
+  public var oomKills: [OOMRecord] = []
+  public var oomKillTotals: [OOMVerdict: UInt64] = [:]
 
   public init(pid: Int32, mode: String, intervalMilliseconds: UInt64, startedAt: Int64) {
     self.pid = pid
@@ -31,6 +35,15 @@ public struct DaemonState: Sendable, Equatable {
     self.updatedAt = startedAt
     self.updatedBoottime = 0
     self.balloons = []
+  }
+
+  /// Adds an OOM kill: counted, and kept among the last `OOMRecordJSON.kept`.
+  public mutating func add(_ kill: OOMRecord) {
+    oomKills.append(kill)
+    if oomKills.count > OOMRecordJSON.kept {
+      oomKills.removeFirst(oomKills.count - OOMRecordJSON.kept)
+    }
+    oomKillTotals[kill.verdict, default: 0] += 1
   }
 
   public func record(forKey key: String) -> BalloonRecord? { balloons.first { $0.key == key } }
@@ -68,6 +81,8 @@ public struct DaemonState: Sendable, Equatable {
       ("max_pinned_bytes", .optional(maxPinnedBytes)),
       ("max_pinned_at", maxPinnedAt.map(JSONValue.signed) ?? .null),
       ("balloons", .array(balloons.map(DaemonState.json))),
+      ("oom_kills", .array(oomKills.map(OOMRecordJSON.json))),
+      ("oom_kills_total", OOMRecordJSON.totalsJSON(oomKillTotals)),
     ])
   }
 
@@ -144,6 +159,19 @@ public struct DaemonState: Sendable, Equatable {
         throw .malformed(path, "\"balloons[\(index)]\" repeats the record of \(record.key)")
       }
       state.balloons.append(record)
+    }
+    // Absent in a state file from before OOM records were kept.
+    let kills = top.optional("oom_kills") == nil ? [] : try top.array("oom_kills")
+    guard kills.count <= OOMRecordJSON.kept else {
+      throw .malformed(
+        path, "\"oom_kills\" has \(kills.count) records; expected at most \(OOMRecordJSON.kept)")
+    }
+    for (index, entry) in kills.enumerated() {
+      state.oomKills.append(
+        try OOMRecordJSON.parse(StateFields(entry, path: path, prefix: "oom_kills[\(index)].")))
+    }
+    if let totals = try top.optionalObject("oom_kills_total") {
+      state.oomKillTotals = try OOMRecordJSON.parseTotals(totals)
     }
     return state
   }

@@ -89,6 +89,11 @@ public struct StateFields {
     return flag
   }
 
+  func optionalBool(_ field: String) throws(SourceError) -> Bool? {
+    guard optional(field) != nil else { return nil }
+    return try bool(field)
+  }
+
   func array(_ field: String) throws(SourceError) -> [JSONValue] {
     let member = try required(field)
     guard let items = member.array else {

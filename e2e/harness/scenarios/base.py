@@ -25,6 +25,9 @@ class Context:
     logdir: str
     balloonctl_note: str                      # "staged" or why not (build failed, ...)
     opts: dict[str, Any] = field(default_factory=dict)
+    # Results one scenario leaves for a later one that shares its guest
+    # (kb_failure's "without" guest gives oom_postmortem's result).
+    shared: dict[str, Any] = field(default_factory=dict)
 
     def guest(self, name: str, **cfg: Any) -> Guest:
         cfg.setdefault("watchdog", float(self.opts.get("guest_watchdog_s", 420)))

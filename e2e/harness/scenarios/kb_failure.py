@@ -13,6 +13,8 @@ from ..guest import PAGE, Guest, MiB, page_align
 from ..guestside import driver_bound, is_held, pin_memory, process_alive, read_state, state_hold, wait_state
 from .base import TOL_MS, Context, Scenario, fmt_mib, fmt_ms, ms, verdict
 from .daemon import log_lines, start_and_wait_daemon
+from .oom_postmortem import (SHARED_KEY, balloon_oom, control_oom, judge, save_kmsg, start_buffer,
+                             start_reporting_daemon, stop_buffer)
 
 
 def _kb_sizes(ctx: Context, ram_mib: int) -> dict[str, int]:
@@ -77,16 +79,20 @@ def _console_oom(g: Guest) -> dict[str, Any]:
 
 
 def _kb_without(ctx: Context) -> dict:
-    """Reproduces KB 340369 with no balloonctl: the guest hits OOM (or, when
-    nothing killable is left, panics: "System is deadlocked on memory")."""
+    """Reproduces KB 340369 with no balloonctl acting: the guest hits OOM (or,
+    when nothing killable is left, panics: "System is deadlocked on memory").
+    balloonctl runs in report mode (it acts on nothing) and records the OOM:
+    oom_postmortem's checks, left in ctx.shared."""
     sz = _kb_sizes(ctx, 1024)
     res: dict[str, Any] = {"lock_mib": sz["lock_mib"], "balloon_target_bytes": sz["balloon_bytes"],
                            "guest_panic": None}
     g = ctx.guest("kb_failure-without", mem_mib=1024, deflate_on_oom=False, swap_mib=0)
     keep: dict[str, Any] = {}
+    pm: dict[str, Any] = {}
     try:
-        _kb_without_run(g, sz, res, keep)
+        _kb_without_run(g, sz, res, keep, pm)
     except GuestError as e:
+        pm.setdefault("error", f"{type(e).__name__}: {e}")
         if not (isinstance(e, GuestDied) or g.console_lines(r"Kernel panic")):
             raise
         # The guest died of it (panic=-1 ends QEMU): count from its console.
@@ -96,13 +102,19 @@ def _kb_without(ctx: Context) -> dict:
         if "sampler" in keep and "t_req" in keep:
             res["max_balloon_bytes"] = keep["sampler"].max_balloon(since=keep["t_req"])
     res["reproduced"] = res["oom_kills"] > 0 or not res["workload_completed"] or res["guest_panic"] is not None
+    pm["post_mortem_s"] = keep.get("post_mortem_s")
+    ctx.shared[SHARED_KEY] = judge(pm)
     return res
 
 
-def _kb_without_run(g: Guest, sz: dict[str, int], res: dict[str, Any], keep: dict[str, Any]) -> None:
+def _kb_without_run(g: Guest, sz: dict[str, int], res: dict[str, Any], keep: dict[str, Any],
+                    pm: dict[str, Any]) -> None:
     with g:
         res["boot_s"] = round(g.boot(), 2)
         res.update(pin_memory(g, sz["lock_mib"]))
+        daemon = start_reporting_daemon(g)
+        pm.update(daemon)
+        pm["buffer_pids"] = start_buffer(g)
         oom0 = g.vmstat().get("oom_kill", 0)
         with g.sampler(0.05) as s:
             keep["sampler"] = s
@@ -126,7 +138,18 @@ def _kb_without_run(g: Guest, sz: dict[str, int], res: dict[str, Any], keep: dic
         res["memtotal_kb"] = mi.get("MemTotal")
         res["samples"] = len(s.samples)
         s.write_csv(os.path.join(g.logdir, "balloon-samples.csv"))
-        g.balloon(g.ram_bytes)
+        # oom_postmortem, in this guest: the daemon's record of this OOM,
+        # then a control OOM with the balloon at 0 (control_oom deflates it).
+        # Its failures are oom_postmortem's, never kb_failure's.
+        t_pm = time.monotonic()
+        try:
+            pm.update(balloon_oom(g, s, daemon, kills_before=0))
+            stop_buffer(g, pm["buffer_pids"])
+            pm.update(control_oom(g))
+            save_kmsg(g)
+        except GuestError as e:
+            pm["error"] = f"{type(e).__name__}: {e}"
+        keep["post_mortem_s"] = round(time.monotonic() - t_pm, 1)
 
 
 def _kb_with(ctx: Context, probe_target: bool = True) -> dict:
