@@ -16,7 +16,7 @@
 # dom0: static busybox, e2e/xen/dom0-init as /init, the Xen modules that the
 # generic kernel does not build in, the toolstack (xl, xenstored,
 # xenconsoled, xen-init-dom0, xenstore-*) with the ldd closure of its
-# binaries, the domU kernels and the domU image.
+# binaries, the domU kernels and the domU image, and the overlays (balloonctl).
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -126,6 +126,8 @@ for l in $labels; do
 	echo "$KVER" >"$stage/xen/$l/kver"
 done
 cp "$out/domu.cpio.gz" "$stage/xen/domu.cpio.gz"
+# balloonctl in dom0 too: dom0 is a Xen guest with its own balloon.
+for overlay in "$@"; do cp -a "$overlay/." "$stage/"; done
 echo "$DOM0_KVER" >"$stage/etc/e2e-kernel"
 
 (cd "$stage" && find . -print0 | cpio --null -o -H newc --quiet | gzip -1) >"$out/dom0.cpio.gz.tmp"
