@@ -31,6 +31,7 @@ from .scenarios import REGISTRY, Context
 from .system.scenarios import SCENARIOS as SYSTEM_SCENARIOS
 from .system.scenarios import describe as system_describe
 from .system.tier import run_tier as run_system_tier
+from .xen import tier as xen_tier
 
 KERNEL_ALIASES = {
     "bookworm": "bookworm", "6.1": "bookworm", "debian12": "bookworm", "old": "bookworm",
@@ -83,6 +84,18 @@ def summary(results: list[dict], elapsed: float) -> str:
             counts[w] += 1
             dur = f"{r['duration_s']:6.1f}s" if isinstance(r.get("duration_s"), (int, float)) else "     - "
             lines.append(f"  {name:<15} {w}  {dur}  {describe(name, r)}")
+        xenr = k.get("xen")
+        if xenr:
+            lines.append(f"  xen tier (Xen {xenr.get('xen_version')}, dom0 {xenr.get('dom0_kernel')}, "
+                         f"{xenr.get('wall_s')} s){': ERROR ' + xenr['error'] if xenr.get('error') else ''}")
+            for name in xen_tier.SCENARIOS:
+                r = xenr.get(name) or {}
+                if r.get("skipped"):
+                    continue
+                w = "PASS" if r.get("passed") else "FAIL"
+                counts[w] += 1
+                detail = xen_tier.describe(name, r) if r.get("passed") else r.get("reason", "")
+                lines.append(f"  {name:<15} {w}  {detail}")
         sysr = k.get("system")
         if sysr:
             lines.append(f"  system tier (Debian {sysr.get('suite')} userspace, {sysr.get('deb')}, "
@@ -120,7 +133,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--balloonctl-note", default=os.environ.get("E2E_BALLOONCTL_NOTE", "not staged"),
                     help="'staged' when the initramfs holds /usr/local/bin/balloonctl, else why not")
     ap.add_argument("--tiers", default=os.environ.get("E2E_TIERS", "busybox,system"),
-                    help="busybox, system or both (default)")
+                    help="busybox, system, xen (default: busybox,system; xen is opt-in)")
+    ap.add_argument("--xen-kernels", default=os.environ.get("E2E_XEN_KERNELS", "bookworm,backports"),
+                    help="the xen tier's domU kernels")
     ap.add_argument("--system-kernels", default=os.environ.get("E2E_SYSTEM_KERNELS", "bookworm,trixie,backports"))
     ap.add_argument("--deb", default=os.environ.get("E2E_DEB", ""), help="the balloonctl .deb the system tier installs")
     ap.add_argument("--commit", default="", help="the commit under test (git rev-parse HEAD)")
@@ -132,12 +147,18 @@ def main(argv: Optional[list[str]] = None) -> int:
         args.keep_going = os.environ.get("E2E_KEEP_GOING", "1") != "0"
 
     order = list(REGISTRY)
-    tiers = parse_list(args.tiers, ["busybox", "system"])
+    tiers = parse_list(args.tiers, ["busybox", "system", "xen"])
     kernels = parse_list(args.kernels, ALL_KERNELS, KERNEL_ALIASES) if "busybox" in tiers else []
     system_kernels = parse_list(args.system_kernels, ALL_KERNELS, KERNEL_ALIASES) if "system" in tiers else []
     if system_kernels and not args.deb:
         raise SystemExit("the system tier needs --deb PATH (or E2E_DEB)")
-    selected = parse_list(args.scenarios, order)
+    xen_kernels = parse_list(args.xen_kernels, ALL_KERNELS, KERNEL_ALIASES) if "xen" in tiers else []
+    # The xen tier's scenarios are named xen_* and dom0; "all" selects them
+    # too, other names select only the busybox tier's.
+    names = [n for n in args.scenarios.replace(" ", ",").split(",") if n.strip()]
+    xen_selected = [n for n in xen_tier.SCENARIOS if "all" in names or n in names]
+    selected = parse_list(",".join(n for n in names if n not in xen_tier.SCENARIOS) or
+                          ("all" if not xen_selected else ""), order) if names else []
     opts: dict[str, Any] = {}
     for o in args.opt:
         k, _, v = o.partition("=")
@@ -216,6 +237,11 @@ def main(argv: Optional[list[str]] = None) -> int:
             run_system_tier(args.work, args.results, system_kernels, args.deb, opts, entry_for, write)
         except KeyboardInterrupt:
             interrupted = True
+    if xen_kernels and xen_selected and not interrupted and not stop:
+        try:
+            xen_tier.run_tier(args.work, args.results, xen_kernels, xen_selected, opts, entry_for, write)
+        except KeyboardInterrupt:
+            interrupted = True
     write()
     text = summary(results, time.monotonic() - t_start)
     with open(os.path.join(args.results, "summary.txt"), "w") as f:
@@ -232,6 +258,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         for name in SYSTEM_SCENARIOS if k.get("system") else []:
             if not (k["system"].get(name) or {}).get("passed"):
                 failed.append(f"{k['label']}/system/{name}")
+        for name in xen_selected if k.get("xen") else []:
+            if not (k["xen"].get(name) or {}).get("passed"):
+                failed.append(f"{k['label']}/xen/{name}")
     if failed:
         print(f"failed: {' '.join(failed)}")
     print(f"results: {results_path}", flush=True)

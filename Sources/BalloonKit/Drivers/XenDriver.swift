@@ -1,10 +1,12 @@
 import SystemPackage
 
 /// The Xen balloon (xen-balloon, built in). Discovered as
-/// `/sys/devices/system/xen_memory/xen_memory0`; sized by `info/low_kb` +
-/// `info/high_kb`, its target from `target_kb` (the domain's whole
-/// reservation). Lever: write `target_kb` so the balloon sits exactly at the
-/// limit (a partial hold), and the host's target back when it fits again.
+/// `/sys/devices/system/xen_memory/xen_memory0`; sized against what the
+/// toolstack granted (`XenBalloonStats.grantedBytes`, remembered in
+/// `XenGrant`): the balloon is `granted − info/current_kb`, its target
+/// `granted − target_kb`. Lever: write `target_kb` so the balloon sits
+/// exactly at the limit (a partial hold), never above the grant, and the
+/// host's target back when it fits again.
 public struct XenDriver: BalloonDriver {
   public var kind: BalloonKind { .xen }
   public init() {}
@@ -23,21 +25,32 @@ public struct XenDriver: BalloonDriver {
   public func read(_ device: BalloonDevice, _ context: ReadContext) throws(SourceError)
     -> BalloonReading
   {
-    let stats = try XenBalloonReader.read(device: device, root: context.root)
+    let stats = try Self.stats(device, root: context.root)
     return BalloonReading(
       device: device,
-      current: .known(bytes: stats.balloonBytes, source: "info/low_kb + info/high_kb"),
-      target: .known(
-        bytes: stats.balloonTargetBytes, source: "info/current_kb + balloon - target_kb"))
+      current: .known(bytes: stats.grantedBalloonBytes, source: Self.currentSource),
+      target: .known(bytes: stats.grantedBalloonTargetBytes, source: Self.targetSource))
+  }
+
+  static let currentSource = "granted - info/current_kb"
+  static let targetSource = "granted - target_kb"
+
+  /// Reads the attributes with the grant this process remembers, and
+  /// remembers the grant they show.
+  static func stats(_ device: BalloonDevice, root: Root) throws(SourceError) -> XenBalloonStats {
+    let key = root.path(device.sysPath).string
+    let stats = try XenBalloonReader.read(
+      device: device, root: root, rememberedGrantBytes: XenGrant.remembered(key))
+    XenGrant.remember(stats.grantedBytes, for: key)
+    return stats
   }
 
   public func payload(_ device: BalloonDevice, reading: BalloonReading, root: Root) -> (
     any BalloonPayload
   )? {
-    guard let stats = try? XenBalloonReader.read(device: device, root: root) else { return nil }
+    guard let stats = try? Self.stats(device, root: root) else { return nil }
     return XenObservation(
-      reservationBytes: stats.currentReservationBytes +| stats.balloonBytes,
-      targetKiB: stats.reservationTargetBytes / 1024)
+      reservationBytes: stats.grantedBytes, targetKiB: stats.reservationTargetBytes / 1024)
   }
 
   public func removesFromMemTotal(_ device: BalloonDevice) -> Bool { true }
@@ -237,8 +250,9 @@ extension Decision.Reason {
 }
 
 /// Xen's facts in an observation: the memory the domain has with no balloon
-/// (info/current_kb + balloon), and target_kb as read; set_target converts
-/// the balloon size with them.
+/// (the reservation the toolstack granted), and target_kb as read;
+/// set_target converts the balloon size with them, so target_kb is never
+/// written above the grant.
 public struct XenObservation: BalloonPayload, Equatable {
   public var reservationBytes: UInt64
   public var targetKiB: UInt64

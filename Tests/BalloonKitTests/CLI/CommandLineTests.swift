@@ -94,7 +94,9 @@ struct CommandLineTests {
     func kib(_ file: String) throws -> UInt64 {
       try #require(UInt64(try guest.text(device + "/" + file).trimmingSuffixNewline))
     }
-    let reservation = try kib("info/current_kb") + kib("info/low_kb") + kib("info/high_kb")
+    // The grant a fresh process sees: the fixture's target is below its
+    // current reservation (docs/kernel-interfaces.md §3.1).
+    let reservation = try kib("info/current_kb")
     try guest.tree.write(device + "/target_kb", "\(reservation - limit / 1024 - 262_144)\n")
     let doc = try json(["run", "--once", "--mode", "report", "--root", root, "--json"])
     #expect(doc["decision"]?["action"] == .string("set_target"))
@@ -291,7 +293,8 @@ extension CommandLineTests {
     try config.mkdir("/directory")
     let directory = config.path("/directory")
     expectOneLine(
-      try runWithConfig(directory), status: 1, "\(directory): is a directory; expected a regular file")
+      try runWithConfig(directory), status: 1,
+      "\(directory): is a directory; expected a regular file")
     let fifo = config.path("/fifo")
     #expect(makeFIFO(fifo))
     expectOneLine(try runWithConfig(fifo), status: 1, "\(fifo): is a FIFO; expected a regular file")

@@ -138,7 +138,8 @@ struct StateTrustTests {
     func kib(_ file: String) throws -> UInt64 {
       try #require(UInt64(try h.guest.text(xenDevice + "/" + file).trimmingSuffixNewline))
     }
-    let reservationKiB = try kib("info/current_kb") + kib("info/low_kb") + kib("info/high_kb")
+    // The grant a fresh process sees (docs/kernel-interfaces.md §3.1).
+    let reservationKiB = try kib("info/current_kb")
     let hostTargetKiB = reservationKiB - (limit / 1024 + 512 * 1024)
     try h.guest.tree.write(xenDevice + "/target_kb", "\(hostTargetKiB)\n")
     let first = h.controller()
