@@ -25,14 +25,28 @@ struct StatusTerminalCommandTests {
     .init(tree: "vmw-6.x", status: 0, label: "OK"),
     .init(tree: "none", status: 0, label: "OK"),
     .init(tree: "virtio-6.18", status: 1, label: "WARNING"),
-    .init(tree: "xen", status: 2, label: "CRITICAL"),
+    .init(tree: "xen", status: 0, label: "OK"),
+    .init(tree: Self.xenOverLimit, status: 2, label: "CRITICAL"),
   ]
+
+  /// The xen tree with the host asking for 2 GiB of the domain's 3 GiB
+  /// (target_kb 1 GiB): a target far over the limit, so CRITICAL and red.
+  static let xenOverLimit = "xen, the host asks 2 GiB"
+
+  static func treeRoot(_ tree: String) throws -> (root: String, keep: TemporaryTree?) {
+    guard tree == xenOverLimit else { return (Fixtures.directory(tree).string, nil) }
+    let copy = try Fixtures.copy("xen")
+    try copy.write("/sys/devices/system/xen_memory/xen_memory0/target_kb", "1048576\n")
+    try copy.write("/sys/devices/system/xen_memory/xen_memory0/target", "1073741824\n")
+    return (copy.base.string, copy)
+  }
 
   @Test(
     "status --check: one line and the plugin's exit status; plain status exits 0",
     arguments: checkRuns)
   func check(_ run: CheckRun) throws {
-    let root = Fixtures.directory(run.tree).string
+    let (root, keep) = try Self.treeRoot(run.tree)
+    defer { withExtendedLifetime(keep) {} }
     let result = try Balloonctl.run(["status", "--check", "--root", root])
     #expect(result.status == run.status, "\(result.stdout)\(result.stderr)")
     let lines = result.stdout.split(separator: "\n")
@@ -251,7 +265,8 @@ struct StatusTerminalCommandTests {
       ([String](), true), (["NO_COLOR=1"], false), (["NO_COLOR="], true), (["TERM=dumb"], false),
     ])
   func colourOnTerminal(_ environment: [String], colour: Bool) throws {
-    let root = Fixtures.directory("xen").string
+    let (root, keep) = try Self.treeRoot(Self.xenOverLimit)
+    defer { withExtendedLifetime(keep) {} }
     let (pid, master) = try Self.startOnTerminal(
       ["status", "--root", root], environment: Self.utf8 + environment)
     let output = Self.read(master, until: "Daemon", count: 1)
