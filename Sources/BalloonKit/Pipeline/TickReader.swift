@@ -124,7 +124,8 @@ public final class TickReader {
     self.root = root
     self.options = options
     self.logger = logger
-    meminfoFile = KeptOpenFile(root.path(MeminfoReader.path), capacity: 8192)
+    meminfoFile = KeptOpenFile(
+      root.path(MeminfoReader.path), capacity: 8192, shortReadIsEnd: true)
     vmstatFile = KeptOpenFile(root.path(VmstatReader.path), capacity: 16384)
     meminfoPath = meminfoFile.path.string
     vmstatPath = vmstatFile.path.string
