@@ -135,15 +135,90 @@ public final class Controller {
 
   private func tick(now: Double, wall: Int64, strict: Bool) throws(SourceError) -> TickReport {
     let reading = try reader.read(now: now, strict: strict, held: recorder.state.balloons)
+    if !strict, let report = quietTick(reading, now: now) { return report }
+    let revision = recorder.revision
     let plans = policy.plan(
       reading, holds: recorder.state.balloons, unverified: recorder.unverifiedHolds, now: now)
     let outcomes = executor.execute(plans, now: now)
     try recorder.record(reading, outcomes: outcomes, now: now, wall: wall)
+    quiet =
+      strict || !quietTicks || recorder.revision != revision
+      ? nil : QuietTick(reading, outcomes: outcomes, recorder: recorder)
     var report = TickReport(
       snapshot: reading.snapshot, decisions: outcomes.map(\.decision),
       performed: outcomes.compactMap(\.performed))
     report.unreadable = reading.unreadable
     return report
+  }
+
+  // MARK: Quiet ticks
+
+  /// Whether a tick whose inputs match the last quiet one skips the plan,
+  /// executor and recorder stages (tests turn it off to compare).
+  public var quietTicks = true
+  /// How many ticks took the quiet path.
+  public private(set) var quietTicksTaken = 0
+  private var quiet: QuietTick?
+
+  /// A tick that changed nothing: every balloon listed and readable, none
+  /// held or awaiting its check, each decided `none` with its hold state
+  /// unchanged, no lever wanted, no record changed. Kept so the next ticks,
+  /// the idle daemon's, can be proven to do the same at a fraction of the cost.
+  struct QuietTick {
+    var devices: [BalloonDevice]
+    var observations: [BalloonObservation]
+    /// The hold each decision was taken from.
+    var previous: [HoldState]
+    var revision: Int
+
+    init?(_ reading: TickReading, outcomes: [BalloonOutcome], recorder: Recorder) {
+      guard reading.unreadable.isEmpty, recorder.unverifiedHolds.isEmpty,
+        outcomes.count == reading.sights.count,
+        !recorder.state.balloons.contains(where: { $0.hold.held })
+      else { return nil }
+      for (sight, outcome) in zip(reading.sights, outcomes) {
+        let plan = outcome.plan
+        guard sight.listed, outcome.decision.action == .none, outcome.performed == nil,
+          !outcome.attempted, plan.droppedHold == nil, !plan.verified,
+          outcome.next == plan.previous
+        else { return nil }
+      }
+      devices = reading.devices
+      observations = reading.sights.map(\.observation)
+      previous = outcomes.map(\.plan.previous)
+      revision = recorder.revision
+    }
+  }
+
+  /// The idle daemon's tick. When the records are those of the last quiet
+  /// tick and every balloon is seen exactly as then, the full path would
+  /// find each plan's record equal to the stored one and no verification
+  /// due, so its decisions are `Policy.decide` on the same observation and
+  /// hold with this tick's limit and time. If each is again `none` with the
+  /// hold unchanged, no lever is wanted (the executor does nothing) and the
+  /// recorder changes no record and writes nothing: it only keeps the limit
+  /// and logs the steady decisions. That is done here, and the report is the
+  /// one the full path would return (ControllerTests compares the two on a
+  /// table of ticks). Anything else: nil, and the tick takes the full path.
+  private func quietTick(_ reading: TickReading, now: Double) -> TickReport? {
+    guard let quiet, recorder.revision == quiet.revision, reading.unreadable.isEmpty,
+      reading.sights.count == quiet.observations.count, reading.devices == quiet.devices
+    else { return nil }
+    let limit = reading.snapshot.limit.bytes
+    var decisions: [Decision] = []
+    decisions.reserveCapacity(quiet.observations.count)
+    for index in reading.sights.indices {
+      let sight = reading.sights[index]
+      guard sight.listed, sight.observation == quiet.observations[index] else { return nil }
+      let previous = quiet.previous[index]
+      let (decision, next) = Policy.decide(
+        sight.observation, limitBytes: limit, state: previous, now: now, config: policy.config)
+      guard decision.action == .none, next == previous else { return nil }
+      decisions.append(decision)
+    }
+    recorder.recordQuiet(decisions, limit: limit)
+    quietTicksTaken &+= 1
+    return TickReport(snapshot: reading.snapshot, decisions: decisions, performed: [])
   }
 
   /// Gives back every balloon this daemon holds (`--on-exit readmit`): one

@@ -25,6 +25,9 @@ public final class Recorder {
   /// every tick) does not rewrite it, as it does not rewrite the metrics.
   private var savedLimitMiB: UInt64?
   private var lastSaved = -Double.infinity
+  /// Moves whenever a balloon's record changes (Controller's quiet ticks
+  /// check that the records they were proven against are still the ones kept).
+  public private(set) var revision = 0
 
   public init(
     state: DaemonState, previous: DaemonState?, store: StateStore?, mode: ControlMode,
@@ -119,7 +122,16 @@ public final class Recorder {
     }
     guard record != plan.stored else { return false }
     state.update(record)
+    revision &+= 1
     return true
+  }
+
+  /// What `record` does on a tick that changes no record and logs no change
+  /// (Controller.quietTick has checked that): the limit is kept and each
+  /// decision logged as a steady one (at debug level).
+  func recordQuiet(_ decisions: [Decision], limit: UInt64) {
+    state.limitBytes = limit
+    for decision in decisions { logDecision(decision) }
   }
 
   private func log(_ outcome: BalloonOutcome, limit: UInt64) {
