@@ -50,6 +50,7 @@ public final class DaemonLoop {
     // ticks: what gets locked is what the loop touches from now on, not what
     // argument parsing and set-up touched (see SelfProtection.lockWorkingSet).
     if lockMemory { lockWorkingSet() }
+    var ticksBeforeRelock = lockMemory ? Self.relockAfterTicks : 0
     while true {
       let reasons = waiter.wait(timeoutMilliseconds: intervalMilliseconds)
       if reasons.contains(.interrupted) {
@@ -70,6 +71,10 @@ public final class DaemonLoop {
         controller.invalidateDevices()
       }
       if reasons.contains(.pressure) { logger.info("memory pressure event") }
+      if ticksBeforeRelock > 0 {
+        ticksBeforeRelock -= 1
+        if ticksBeforeRelock == 0 { relockWorkingSet() }
+      }
       if let blocked = tick() {
         // The hold state is saved; the restarted daemon resumes it.
         logger.critical("restart needed", metadata: ["error": "\(blocked)"])
@@ -98,6 +103,17 @@ public final class DaemonLoop {
       failing = true
     }
     return nil
+  }
+
+  /// The loop's ticks after which the lock is renewed (SelfProtection.relockWorkingSet):
+  /// past the first read of /proc/vmstat (every `Controller.vmstatEveryTicks`th tick).
+  static let relockAfterTicks = Controller.vmstatEveryTicks + 2
+
+  private func relockWorkingSet() {
+    let outcome = SelfProtection.relockWorkingSet()
+    if let problem = outcome.lockProblem {
+      logger.info("could not lock our pages in memory", metadata: ["error": "\(problem)"])
+    }
   }
 
   private func lockWorkingSet() {
