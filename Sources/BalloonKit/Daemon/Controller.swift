@@ -72,6 +72,7 @@ public final class Controller {
   let policy: TickPolicy
   let executor: Executor
   let recorder: Recorder
+  let logger: Logger
 
   /// How often /proc/vmstat is read when nothing needs it every tick.
   public static let vmstatEveryTicks = TickReader.vmstatEveryTicks
@@ -87,6 +88,7 @@ public final class Controller {
       (config.mode == .enforce) == (actuators != nil), "actuators exist exactly in enforce mode")
     self.root = root
     self.config = config
+    self.logger = logger
     reader = TickReader(
       root: root,
       options: TickReader.Options(
@@ -134,8 +136,13 @@ public final class Controller {
   }
 
   private func tick(now: Double, wall: Int64, strict: Bool) throws(SourceError) -> TickReport {
+    // Armed again below only by a tick that proves the state steady.
+    steady = nil
     let reading = try reader.read(now: now, strict: strict, held: recorder.state.balloons)
-    if !strict, let report = quietTick(reading, now: now) { return report }
+    if !strict, let report = quietTick(reading, now: now) {
+      armSteadyTick(reading)
+      return report
+    }
     let revision = recorder.revision
     let plans = policy.plan(
       reading, holds: recorder.state.balloons, unverified: recorder.unverifiedHolds, now: now)
@@ -144,6 +151,7 @@ public final class Controller {
     quiet =
       strict || !quietTicks || recorder.revision != revision
       ? nil : QuietTick(reading, outcomes: outcomes, recorder: recorder)
+    armSteadyTick(reading)
     var report = TickReport(
       snapshot: reading.snapshot, decisions: outcomes.map(\.decision),
       performed: outcomes.compactMap(\.performed))
@@ -219,6 +227,88 @@ public final class Controller {
     recorder.recordQuiet(decisions, limit: limit)
     quietTicksTaken &+= 1
     return TickReport(snapshot: reading.snapshot, decisions: decisions, performed: [])
+  }
+
+  // MARK: Steady ticks
+
+  /// Whether the daemon's idle ticks may take `steadyTick` (tests turn it off to compare).
+  public var steadyTicks = true
+  /// How many ticks took the steady path.
+  public private(set) var steadyTicksTaken = 0
+  private var steady: SteadyTick?
+
+  /// What a steady tick compares with: the last quiet tick's facts, reduced
+  /// to a few numbers (no arrays, strings or references), so the idle tick
+  /// touches little memory and little code after each sleep (BENCHMARKS.md).
+  struct SteadyTick {
+    var revision: Int
+    /// /proc/meminfo's `Balloon:` then: the same value (with the cached
+    /// vmstat) gives the same balloon readings.
+    var meminfoBalloon: UInt64?
+    /// Σ of the sizes of the balloons that take their pages out of MemTotal.
+    var balloonBytes: UInt64
+    /// Policy decides `none` with the hold unchanged for every balloon at
+    /// any limit from here up.
+    var lowestQuietLimit: UInt64
+
+    /// Armed only where `Policy.releasable` provably decides `none` and keeps
+    /// the hold for every limit ≥ `lowestQuietLimit`: every balloon virtio
+    /// (Policy.releasable), not held, no blind re-admit whose escalation
+    /// could expire, read from the counters only (TickReader.readsCountersOnly);
+    /// present and bound, a balloon acts only when its size or target is
+    /// over the limit; absent or unbound, never. Debug logging writes a
+    /// line per balloon per tick, which this path does not: not armed then.
+    init?(_ quiet: QuietTick, reading: TickReading, reader: TickReader, logger: Logger) {
+      guard logger.logLevel > .debug, reader.readsCountersOnly,
+        reading.devices.isEmpty || reading.snapshot.meminfo.balloon != nil
+      else { return nil }
+      var lowest: UInt64 = 0
+      for (observation, hold) in zip(quiet.observations, quiet.previous) {
+        guard observation.kind == .virtio, !hold.held, hold.blindReadmitAt == nil,
+          observation.unreadable == nil
+        else { return nil }
+        if observation.present && observation.bound {
+          lowest = max(lowest, observation.currentBytes ?? 0, observation.targetBytes ?? 0)
+        }
+      }
+      var balloonBytes: UInt64 = 0
+      for balloon in reading.snapshot.balloons where balloon.device.removesFromMemTotal {
+        if let current = balloon.effectiveCurrentBytes { balloonBytes = balloonBytes +| current }
+      }
+      revision = quiet.revision
+      meminfoBalloon = reading.snapshot.meminfo.balloon
+      self.balloonBytes = balloonBytes
+      lowestQuietLimit = lowest
+    }
+  }
+
+  private func armSteadyTick(_ reading: TickReading) {
+    guard steadyTicks, let quiet else { return }
+    steady = SteadyTick(quiet, reading: reading, reader: reader, logger: logger)
+  }
+
+  /// The idle daemon's tick, for a caller that needs no report (the daemon
+  /// without a metrics file): true when it did all the full tick would,
+  /// false (having changed nothing) when the full `tick` must run.
+  ///
+  /// After a quiet tick (see `quietTick`), if discovery, /proc/vmstat and
+  /// the process scan are not due and /proc/meminfo shows the same
+  /// `Balloon:`, the full path would read every balloon as then, so its
+  /// decisions are those of the quiet path with this tick's limit; with the
+  /// limit at or above `lowestQuietLimit` each is `none` with the hold
+  /// unchanged, logged at debug level only (not written: see SteadyTick),
+  /// so the recorder only keeps the limit. QuietTickTests compares this
+  /// path with the full one tick by tick.
+  public func steadyTick(now: Double = Clock.boottime()) -> Bool {
+    guard let steady, recorder.revision == steady.revision,
+      let meminfo = reader.readSteadyMeminfo(now: now), meminfo.balloon == steady.meminfoBalloon,
+      let limit = reader.steadyLimitBytes(meminfo, balloonBytes: steady.balloonBytes),
+      limit >= steady.lowestQuietLimit
+    else { return false }
+    reader.noteSteadyTick()
+    recorder.recordQuiet([], limit: limit)
+    steadyTicksTaken &+= 1
+    return true
   }
 
   /// Gives back every balloon this daemon holds (`--on-exit readmit`): one

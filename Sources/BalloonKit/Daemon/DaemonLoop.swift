@@ -86,6 +86,9 @@ public final class DaemonLoop {
 
   /// One tick; returns a lever error that only a restart can cure.
   public func tick() -> ActuatorError? {
+    // The idle tick that needs no report (Controller.steadyTick); not while
+    // failing, so the recovery is logged by the full tick.
+    if metrics == nil, !failing, controller.steadyTick() { return nil }
     do {
       let report = try controller.tick()
       if let blocked = report.performed.lazy.compactMap(\.error).first(where: \.needsRestart) {

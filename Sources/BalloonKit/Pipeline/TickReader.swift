@@ -308,6 +308,69 @@ public final class TickReader {
     }
   }
 
+  /// The FOLL_PIN pages outstanding (nil: the kernel has no counters).
+  private static func follOutstanding(_ vmstat: Vmstat) -> UInt64? {
+    guard let acquired = vmstat.follPinAcquired, let released = vmstat.follPinReleased else {
+      return nil
+    }
+    return acquired > released ? acquired - released : 0
+  }
+
+  /// Whether Σ VmPin is re-scanned now: never scanned, the global pin count
+  /// moved, or the backstop ran out.
+  private func processScanDue(outstanding: UInt64?, now: Double) -> Bool {
+    let backstop =
+      outstanding == nil ? options.processScanSecondsWithoutCounters : options.processScanSeconds
+    return vmPinSum == nil || outstanding != lastFollOutstanding
+      || now - lastProcessScan >= backstop
+  }
+
+  // MARK: The steady tick (Controller.steadyTick)
+
+  /// Whether every balloon's reading comes from the kernel's counters alone
+  /// (virtio without a probe: its size from nr_balloon_pages or Balloon:,
+  /// its target unknown, docs/kernel-interfaces.md) and nothing but the
+  /// counters is read for it: report mode, no lever to check, no process
+  /// list kept. Then a tick whose /proc/meminfo has the same `Balloon:` and
+  /// whose /proc/vmstat is the cached one reads the same balloons as the
+  /// last tick, and only the limit can differ.
+  var readsCountersOnly: Bool {
+    options.probe == nil && options.levers == nil && !options.enforcing
+      && !options.rankProcesses && devices.allSatisfy { $0.kind == .virtio }
+  }
+
+  /// The steady tick's only read: /proc/meminfo, in the kernel's layout.
+  /// nil when this tick would read anything else first (discovery due,
+  /// /proc/vmstat due, a process scan due) or the file reads or parses
+  /// otherwise; the tick then takes the full path, which reads it again
+  /// and names any problem. Changes nothing: `noteSteadyTick` commits.
+  func readSteadyMeminfo(now: Double) -> Meminfo? {
+    guard !discoveryDue, now - lastDiscovery < options.rediscoverSeconds,
+      let lastVmstat, ticksSinceVmstat + 1 < Self.vmstatEveryTicks,
+      !options.scanProcesses
+        || !processScanDue(outstanding: Self.follOutstanding(lastVmstat), now: now),
+      (try? meminfoFile.refresh()) == true
+    else { return nil }
+    return try? meminfoFile.withBytes { MeminfoReader.parseKernelLayout($0) }
+  }
+
+  /// The limit `read` would compute from this meminfo, the cached vmstat and
+  /// Σ VmPin (as GuestSnapshot.assemble does), with `balloonBytes` the sizes
+  /// of the balloons that take their pages out of MemTotal.
+  func steadyLimitBytes(_ meminfo: Meminfo, balloonBytes: UInt64) -> UInt64? {
+    guard let lastVmstat else { return nil }
+    let pinned = PinnedAccounting.account(
+      meminfo: meminfo, vmstat: lastVmstat, vmPinSumBytes: options.scanProcesses ? vmPinSum : nil)
+    return BalloonLimit.compute(
+      guestBytes: meminfo.memTotal +| balloonBytes, pinnedBytes: pinned.totalBytes,
+      swapTotalBytes: meminfo.swapTotal, fraction: options.fraction
+    ).bytes
+  }
+
+  /// What `read` changes on a tick that reads only /proc/meminfo: the
+  /// cached vmstat grows a tick older.
+  func noteSteadyTick() { ticksSinceVmstat += 1 }
+
   /// Σ VmPin, refreshed when the global pin count moved or the backstop ran
   /// out. A process whose status cannot be read counts with the VmPin last
   /// read from it (unknown, and so 0, if never read); the answer is marked
@@ -316,14 +379,8 @@ public final class TickReader {
   private func refreshVmPin(vmstat: Vmstat, now: Double, strict: Bool) throws(SourceError)
     -> [ProcessPins]
   {
-    var outstanding: UInt64?
-    if let acquired = vmstat.follPinAcquired, let released = vmstat.follPinReleased {
-      outstanding = acquired > released ? acquired - released : 0
-    }
-    let moved = outstanding != lastFollOutstanding
-    let backstop =
-      outstanding == nil ? options.processScanSecondsWithoutCounters : options.processScanSeconds
-    guard vmPinSum == nil || moved || now - lastProcessScan >= backstop else { return [] }
+    let outstanding = Self.follOutstanding(vmstat)
+    guard processScanDue(outstanding: outstanding, now: now) else { return [] }
     lastProcessScan = now
     let scan: ProcessScan
     do {

@@ -157,3 +157,213 @@ struct QuietTickTests {
     #expect(quietTaken == expected)
   }
 }
+
+/// The idle daemon's steady ticks (Controller.steadyTick, the tick that
+/// reads /proc/meminfo alone) against the full pipeline: as QuietTickTests,
+/// two controllers on two copies of the same guest, one taking the steady
+/// path wherever it is offered and one never taking the quiet or steady
+/// path. After every tick their kept state, state files, logs and lever
+/// writes must be the same; where the steady path ran, the full tick's
+/// decisions are all `none` and its limit is the one the steady tick kept.
+@Suite("Controller: a steady tick does what the full pipeline does")
+struct SteadyTickTests {
+  typealias Step = QuietTickTests.Step
+
+  /// The limit of this guest with AnonPages at `kib` (without swap every
+  /// anonymous page counts as pinned: the limit falls as AnonPages grows).
+  static func limit(anonPagesKiB kib: UInt64) throws -> UInt64 {
+    let harness = try Harness("virtio-6.18")
+    try harness.guest.set("/proc/meminfo", key: "AnonPages", to: "   \(kib) kB")
+    return try harness.limit()
+  }
+
+  /// AnonPages (kB) with the lowest limit still at or above `bytes`, and
+  /// the next value up (its limit under `bytes`).
+  static func anonPagesAtLimit(_ bytes: UInt64) throws -> (atOrAbove: UInt64, below: UInt64) {
+    let base: UInt64 = 1_020_904
+    let start = try limit(anonPagesKiB: base)
+    // Each kB of AnonPages lowers the limit by 0.65 kB (the default fraction).
+    var kib = base + (start - bytes) / 1024 * 100 / 65 - 8
+    while try limit(anonPagesKiB: kib + 1) >= bytes { kib += 1 }
+    return (kib, kib + 1)
+  }
+
+  static let balloonBytes: UInt64 = 1 << 30  // the fixture's Balloon: and nr_balloon_pages
+
+  static func steps(edge: (atOrAbove: UInt64, below: UInt64)) -> [Step] {
+    let anonPages = QuietTickTests.anonPages
+    return [
+      Step(description: "first tick: the record is created") { _, _, _ in },
+      Step(description: "same inputs (quiet: arms the steady path)") { _, _, _ in },
+      Step(description: "same inputs") { _, _, _ in },
+      Step(description: "limit moves by a page", change: anonPages(1_020_908)),
+      Step(description: "limit moves by 3 MiB", change: anonPages(1_023_980)),
+      Step(description: "the balloon grows by one page") { guest, _, _ in
+        try guest.setVirtioBalloon(bytes: balloonBytes + 4096)
+      },
+      Step(description: "same inputs") { _, _, _ in },
+      Step(description: "same inputs again") { _, _, _ in },
+      Step(
+        description: "the limit falls to the lowest value at or above the balloon",
+        change: anonPages(edge.atOrAbove)),
+      Step(description: "same inputs") { _, _, _ in },
+      Step(description: "the limit falls under the balloon", change: anonPages(edge.below)),
+      Step(description: "same inputs") { _, _, _ in },
+      Step(description: "the limit back above the balloon", change: anonPages(edge.atOrAbove)),
+      Step(description: "same inputs") { _, _, _ in },
+      Step(description: "same inputs again") { _, _, _ in },
+      Step(
+        description: "the limit one page under the grown balloon", change: anonPages(edge.below)),
+      Step(description: "the limit back, at the balloon's edge", change: anonPages(edge.atOrAbove)),
+      Step(description: "same inputs") { _, _, _ in },
+      Step(description: "same inputs again") { _, _, _ in },
+      Step(description: "the balloon shrinks by one page") { guest, _, _ in
+        try guest.setVirtioBalloon(bytes: balloonBytes)
+      },
+      Step(description: "same inputs") { _, _, _ in },
+      Step(description: "same inputs again") { _, _, _ in },
+      Step(description: "meminfo cut off (the tick fails)") { guest, _, _ in
+        let text = try guest.text("/proc/meminfo")
+        try guest.tree.write("/proc/meminfo", String(text.dropLast()))
+      },
+      Step(description: "meminfo whole again") { guest, _, _ in
+        let text = try guest.text("/proc/meminfo")
+        try guest.tree.write("/proc/meminfo", text + "\n")
+      },
+      Step(description: "same inputs") { _, _, _ in },
+      Step(description: "same inputs again") { _, _, _ in },
+      Step(description: "a target appears, under the limit (with a probe)") { _, probe, limit in
+        probe.targetBytes = (limit / 2) / 4096 * 4096
+      },
+      Step(description: "same inputs") { _, _, _ in },
+      Step(description: "the target jumps over the limit (with a probe: release)") {
+        _, probe, limit in
+        probe.targetBytes = (limit / 4096 + 16384) * 4096
+      },
+      Step(description: "held (enforce: the release unbound it)") { guest, _, _ in
+        if try !guest.text(SimulatedGuest.driverDirectory + "/unbind").isEmpty {
+          try guest.kernelUnbinds()
+          try guest.clear(SimulatedGuest.driverDirectory + "/unbind")
+        }
+      },
+      Step(description: "same inputs") { _, _, _ in },
+      Step(description: "the driver unbound (outside, in report mode)") { guest, _, _ in
+        try guest.kernelUnbinds()
+      },
+      Step(description: "same inputs") { _, _, _ in },
+      Step(description: "same inputs again") { _, _, _ in },
+    ]
+  }
+
+  struct Side {
+    var harness: Harness
+    var probe: HostConfigProbe
+    var logs = InMemoryLogHandler()
+    var controller: Controller
+
+    init(mode: ControlMode, probed: Bool, fast: Bool, level: Logger.Level) throws {
+      harness = try Harness("virtio-6.18")
+      try harness.guest.addDriverControlFiles()
+      probe = HostConfigProbe(targetBytes: 0, actualBytes: 0)
+      logs.logLevel = level
+      let logger = Logger(label: "test", factory: { [logs] _ in logs })
+      let actuators =
+        mode == .enforce
+        ? Actuators(
+          root: harness.guest.root, modprobe: "/sbin/modprobe", enabledLevers: [.virtio],
+          runner: RecordingRunner()) : nil
+      controller = Controller(
+        root: harness.guest.root, config: ControllerConfig(mode: mode), actuators: actuators,
+        probe: probed ? probe : nil, store: harness.store, previous: nil, pid: 4242,
+        logger: logger)
+      controller.quietTicks = fast
+      controller.steadyTicks = fast
+    }
+  }
+
+  struct Case: CustomStringConvertible, Sendable {
+    var mode: ControlMode
+    var probed: Bool
+    var level: Logger.Level
+    var description: String { "\(mode), \(probed ? "probed" : "no probe"), \(level) logs" }
+  }
+
+  /// The steady path is offered only in report mode, without a probe, with
+  /// debug logs off (Controller.SteadyTick); the others show it never runs.
+  @Test(
+    "the table of ticks",
+    arguments: [
+      Case(mode: .report, probed: false, level: .info),
+      Case(mode: .report, probed: false, level: .debug),
+      Case(mode: .report, probed: true, level: .info),
+      Case(mode: .enforce, probed: false, level: .info),
+      Case(mode: .enforce, probed: true, level: .info),
+    ])
+  func table(_ setup: Case) throws {
+    let edge = try Self.anonPagesAtLimit(Self.balloonBytes + 4096)
+    #expect(try Self.limit(anonPagesKiB: edge.atOrAbove) >= Self.balloonBytes + 4096)
+    #expect(try Self.limit(anonPagesKiB: edge.below) < Self.balloonBytes + 4096)
+    let limit = try Harness("virtio-6.18").limit()
+    let fast = try Side(mode: setup.mode, probed: setup.probed, fast: true, level: setup.level)
+    let full = try Side(mode: setup.mode, probed: setup.probed, fast: false, level: setup.level)
+    var steadyTaken: [Int] = []
+    for (index, step) in Self.steps(edge: edge).enumerated() {
+      for side in [fast, full] {
+        try step.change(side.harness.guest, side.probe, limit)
+      }
+      let now = 100 + Double(index)
+      let wall = Int64(now) + 1_000_000
+      let steady = fast.controller.steadyTick(now: now)
+      if steady { steadyTaken.append(index) }
+      let a = Result { () throws(SourceError) -> TickReport? in
+        steady ? nil : try fast.controller.tick(now: now, wall: wall)
+      }
+      let b = Result { () throws(SourceError) -> TickReport in
+        try full.controller.tick(now: now, wall: wall)
+      }
+      switch (a, b) {
+      case (.success(nil), .success(let b)):
+        #expect(b.decisions.allSatisfy { $0.action == .none }, "\(step)")
+        #expect(b.performed.isEmpty, "\(step)")
+        #expect(fast.controller.state.limitBytes == b.snapshot.limit.bytes, "\(step)")
+      case (.success(let a?), .success(let b)):
+        #expect(a.decisions == b.decisions, "\(step)")
+        #expect(a.performed.map(\.decision) == b.performed.map(\.decision), "\(step)")
+        #expect(a.snapshot.limit == b.snapshot.limit, "\(step)")
+        #expect(a.unreadable.count == b.unreadable.count, "\(step)")
+      case (.failure(let a), .failure(let b)):
+        let left = a.description.replacing(fast.harness.guest.tree.base.string, with: "<root>")
+        let right = b.description.replacing(full.harness.guest.tree.base.string, with: "<root>")
+        #expect(left == right, "\(step)")
+      default:
+        Issue.record("\(step): steady \(a), full \(b)")
+      }
+      var left = fast.controller.state
+      var right = full.controller.state
+      left.startedAt = 0
+      right.startedAt = 0
+      #expect(left == right, "\(step)")
+      var saved = try fast.harness.store.load()
+      var savedFull = try full.harness.store.load()
+      saved?.startedAt = 0
+      savedFull?.startedAt = 0
+      #expect(saved == savedFull, "\(step)")
+      #expect(fast.logs.entries == full.logs.entries, "\(step)")
+      #expect(
+        try fast.harness.guest.text(SimulatedGuest.driverDirectory + "/unbind")
+          == full.harness.guest.text(SimulatedGuest.driverDirectory + "/unbind"), "\(step)")
+    }
+    #expect(full.controller.steadyTicksTaken == 0)
+    #expect(fast.controller.steadyTicksTaken == steadyTaken.count)
+    let offered = setup.mode == .report && !setup.probed && setup.level > .debug
+    // By step: from the tick after a quiet one (1, 17, 23 arm it); never on
+    // a change of the balloon's `Balloon:` line (5, 19, 31), with the limit
+    // under the balloon or the decision changing (10-13, 15, 16), on a failed
+    // read (22) or when /proc/vmstat is due (10, 20, 31: every
+    // Controller.vmstatEveryTicks ticks that read). Step 18 is the limit at
+    // the lowest value at or above the balloon. Without a probe a target
+    // never shows (24, 26 stay steady); report mode holds nothing (27).
+    let expected = [2, 3, 4, 6, 7, 8, 9, 14, 18, 21, 24, 25, 26, 27, 28, 29, 30, 32, 33]
+    #expect(steadyTaken == (offered ? expected : []), "\(steadyTaken)")
+  }
+}
