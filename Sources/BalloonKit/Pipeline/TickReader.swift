@@ -339,28 +339,46 @@ public final class TickReader {
       && !options.rankProcesses && devices.allSatisfy { $0.kind == .virtio }
   }
 
-  /// The steady tick's only read: /proc/meminfo, in the kernel's layout.
-  /// nil when this tick would read anything else first (discovery due,
-  /// /proc/vmstat due, a process scan due) or the file reads or parses
-  /// otherwise; the tick then takes the full path, which reads it again
+  /// The steady tick's read: /proc/meminfo, in the kernel's layout, and
+  /// /proc/vmstat when it is due. nil when this tick would do more
+  /// (discovery or a process scan due, vmstat's balloon or pin counters
+  /// moved) or a file reads or parses otherwise; the tick then takes the full path, which reads it again
   /// and names any problem. Changes nothing: `noteSteadyTick` commits.
   func readSteadyMeminfo(now: Double) -> Meminfo? {
-    guard !discoveryDue, now - lastDiscovery < options.rediscoverSeconds,
-      let lastVmstat, ticksSinceVmstat + 1 < Self.vmstatEveryTicks,
+    steadyVmstat = nil
+    guard !discoveryDue, now - lastDiscovery < options.rediscoverSeconds, let lastVmstat
+    else { return nil }
+    var vmstat = lastVmstat
+    if ticksSinceVmstat + 1 >= Self.vmstatEveryTicks {
+      // Due for its pin counters: the tick stays steady only if the
+      // counters the balloon readings and the process scan depend on are
+      // as cached (then so are the readings, and the limit's DMA-pinned part).
+      guard let fresh = try? readVmstat(), fresh.balloonBytes == lastVmstat.balloonBytes,
+        fresh.balloonInflatedBytes == lastVmstat.balloonInflatedBytes,
+        fresh.balloonDeflatedBytes == lastVmstat.balloonDeflatedBytes,
+        Self.follOutstanding(fresh) == Self.follOutstanding(lastVmstat)
+      else { return nil }
+      vmstat = fresh
+    }
+    guard
       !options.scanProcesses
-        || !processScanDue(outstanding: Self.follOutstanding(lastVmstat), now: now),
+        || !processScanDue(outstanding: Self.follOutstanding(vmstat), now: now),
       (try? meminfoFile.refresh()) == true
     else { return nil }
+    if ticksSinceVmstat + 1 >= Self.vmstatEveryTicks { steadyVmstat = vmstat }
     return try? meminfoFile.withBytes { MeminfoReader.parseKernelLayout($0) }
   }
+
+  /// The /proc/vmstat the steady tick read (when due), kept by `noteSteadyTick`.
+  private var steadyVmstat: Vmstat?
 
   /// The limit `read` would compute from this meminfo, the cached vmstat and
   /// Σ VmPin (as GuestSnapshot.assemble does), with `balloonBytes` the sizes
   /// of the balloons that take their pages out of MemTotal.
   func steadyLimitBytes(_ meminfo: Meminfo, balloonBytes: UInt64) -> UInt64? {
-    guard let lastVmstat else { return nil }
+    guard let vmstat = steadyVmstat ?? lastVmstat else { return nil }
     let pinned = PinnedAccounting.account(
-      meminfo: meminfo, vmstat: lastVmstat, vmPinSumBytes: options.scanProcesses ? vmPinSum : nil)
+      meminfo: meminfo, vmstat: vmstat, vmPinSumBytes: options.scanProcesses ? vmPinSum : nil)
     return BalloonLimit.compute(
       guestBytes: meminfo.memTotal +| balloonBytes, pinnedBytes: pinned.totalBytes,
       swapTotalBytes: meminfo.swapTotal, fraction: options.fraction
@@ -368,8 +386,16 @@ public final class TickReader {
   }
 
   /// What `read` changes on a tick that reads only /proc/meminfo: the
-  /// cached vmstat grows a tick older.
-  func noteSteadyTick() { ticksSinceVmstat += 1 }
+  /// cached vmstat grows a tick older, or is replaced by the one just read.
+  func noteSteadyTick() {
+    if let steadyVmstat {
+      lastVmstat = steadyVmstat
+      ticksSinceVmstat = 0
+      self.steadyVmstat = nil
+    } else {
+      ticksSinceVmstat += 1
+    }
+  }
 
   /// Σ VmPin, refreshed when the global pin count moved or the backstop ran
   /// out. A process whose status cannot be read counts with the VmPin last

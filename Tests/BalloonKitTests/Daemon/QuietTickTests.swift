@@ -253,6 +253,14 @@ struct SteadyTickTests {
       Step(description: "same inputs") { _, _, _ in },
       Step(description: "same inputs again") { _, _, _ in },
     ]
+      // Ten ticks more: /proc/vmstat falls due with nothing moved (steady).
+      + Array(repeating: Step(description: "same inputs, vmstat due") { _, _, _ in }, count: 10)
+      + [
+        Step(description: "the FOLL_PIN count moves (seen when vmstat is due)") { guest, _, _ in
+          try guest.set("/proc/vmstat", key: "nr_foll_pin_acquired", to: "1600")
+        }
+      ]
+      + Array(repeating: Step(description: "same inputs, vmstat due") { _, _, _ in }, count: 10)
   }
 
   struct Side {
@@ -359,11 +367,15 @@ struct SteadyTickTests {
     // By step: from the tick after a quiet one (1, 17, 23 arm it); never on
     // a change of the balloon's `Balloon:` line (5, 19, 31), with the limit
     // under the balloon or the decision changing (10-13, 15, 16), on a failed
-    // read (22) or when /proc/vmstat is due (10, 20, 31: every
-    // Controller.vmstatEveryTicks ticks that read). Step 18 is the limit at
+    // read (22) or when /proc/vmstat is due with a balloon counter moved
+    // (10, 20, 31: every Controller.vmstatEveryTicks ticks that read). Step 18 is the limit at
     // the lowest value at or above the balloon. Without a probe a target
     // never shows (24, 26 stay steady); report mode holds nothing (27).
-    let expected = [2, 3, 4, 6, 7, 8, 9, 14, 18, 21, 24, 25, 26, 27, 28, 29, 30, 32, 33]
+    // vmstat due with its counters unmoved stays steady (41); due after the
+    // FOLL_PIN count moved (44), it is the full tick with its process scan (51).
+    let expected =
+      [2, 3, 4, 6, 7, 8, 9, 14, 18, 21, 24, 25, 26, 27, 28, 29, 30, 32, 33]
+      + Array(34...50) + [52, 53, 54]
     #expect(steadyTaken == (offered ? expected : []), "\(steadyTaken)")
   }
 }
