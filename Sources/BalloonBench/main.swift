@@ -194,7 +194,8 @@ final class Readers {
   let vmstatFile: KeptOpenFile
 
   init() {
-    meminfoFile = KeptOpenFile(root.path(MeminfoReader.path), capacity: 8192)
+    meminfoFile = KeptOpenFile(
+      root.path(MeminfoReader.path), capacity: 8192, shortReadIsEnd: true)
     vmstatFile = KeptOpenFile(root.path(VmstatReader.path), capacity: 16384)
   }
 

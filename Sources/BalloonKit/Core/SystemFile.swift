@@ -163,10 +163,16 @@ public final class KeptOpenFile {
   private var fd: FileDescriptor?
   private var buffer: [UInt8]
   private var length = 0
+  /// A read that returns less than the buffer holds has read the whole file
+  /// (no second read to see the end). True of regular files, and of procfs
+  /// files the kernel writes as one record, such as /proc/meminfo
+  /// (docs/kernel-interfaces.md, section 5.1); not of /proc/vmstat.
+  private let shortReadIsEnd: Bool
 
-  public init(_ path: FilePath, capacity: Int = 16384) {
+  public init(_ path: FilePath, capacity: Int = 16384, shortReadIsEnd: Bool = false) {
     self.path = path
     self.buffer = [UInt8](repeating: 0, count: capacity)
+    self.shortReadIsEnd = shortReadIsEnd
   }
 
   deinit { try? fd?.close() }
@@ -205,7 +211,9 @@ public final class KeptOpenFile {
         throw SourceError(path: path.string, .malformed(line: nil, "\(error)"))
       }
       if count == 0 { break }
+      let asked = buffer.count - total
       total += count
+      if shortReadIsEnd && count < asked { break }
     }
     length = total
     return true

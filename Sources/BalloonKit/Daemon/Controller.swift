@@ -72,6 +72,7 @@ public final class Controller {
   let policy: TickPolicy
   let executor: Executor
   let recorder: Recorder
+  let logger: Logger
 
   /// How often /proc/vmstat is read when nothing needs it every tick.
   public static let vmstatEveryTicks = TickReader.vmstatEveryTicks
@@ -87,6 +88,7 @@ public final class Controller {
       (config.mode == .enforce) == (actuators != nil), "actuators exist exactly in enforce mode")
     self.root = root
     self.config = config
+    self.logger = logger
     reader = TickReader(
       root: root,
       options: TickReader.Options(
@@ -139,16 +141,184 @@ public final class Controller {
   }
 
   private func tick(now: Double, wall: Int64, strict: Bool) throws(SourceError) -> TickReport {
+    // Armed again below only by a tick that proves the state steady.
+    steady = nil
     let reading = try reader.read(now: now, strict: strict, held: recorder.state.balloons)
+    if !strict, let report = try quietTick(reading, now: now, wall: wall) {
+      armSteadyTick(reading)
+      return report
+    }
+    let revision = recorder.revision
     let plans = policy.plan(
       reading, holds: recorder.state.balloons, unverified: recorder.unverifiedHolds, now: now)
     let outcomes = executor.execute(plans, now: now)
     try recorder.record(reading, outcomes: outcomes, now: now, wall: wall)
+    quiet =
+      strict || !quietTicks || recorder.revision != revision
+      ? nil : QuietTick(reading, outcomes: outcomes, recorder: recorder)
+    armSteadyTick(reading)
     var report = TickReport(
       snapshot: reading.snapshot, decisions: outcomes.map(\.decision),
       performed: outcomes.compactMap(\.performed))
     report.unreadable = reading.unreadable
     return report
+  }
+
+  // MARK: Quiet ticks
+
+  /// Whether a tick whose inputs match the last quiet one skips the plan,
+  /// executor and recorder stages (tests turn it off to compare).
+  public var quietTicks = true
+  /// How many ticks took the quiet path.
+  public private(set) var quietTicksTaken = 0
+  private var quiet: QuietTick?
+
+  /// A tick that changed nothing: every balloon listed and readable, none
+  /// held or awaiting its check, each decided `none` with its hold state
+  /// unchanged, no lever wanted, no record changed. Kept so the next ticks,
+  /// the idle daemon's, can be proven to do the same at a fraction of the cost.
+  struct QuietTick {
+    var devices: [BalloonDevice]
+    var observations: [BalloonObservation]
+    /// The hold each decision was taken from.
+    var previous: [HoldState]
+    var revision: Int
+
+    init?(_ reading: TickReading, outcomes: [BalloonOutcome], recorder: Recorder) {
+      guard reading.unreadable.isEmpty, recorder.unverifiedHolds.isEmpty,
+        outcomes.count == reading.sights.count,
+        !recorder.state.balloons.contains(where: { $0.hold.held })
+      else { return nil }
+      for (sight, outcome) in zip(reading.sights, outcomes) {
+        let plan = outcome.plan
+        guard sight.listed, outcome.decision.action == .none, outcome.performed == nil,
+          !outcome.attempted, plan.droppedHold == nil, !plan.verified,
+          outcome.next == plan.previous
+        else { return nil }
+      }
+      devices = reading.devices
+      observations = reading.sights.map(\.observation)
+      previous = outcomes.map(\.plan.previous)
+      revision = recorder.revision
+    }
+  }
+
+  /// The idle daemon's tick. When the records are those of the last quiet
+  /// tick and every balloon is seen exactly as then, the full path would
+  /// find each plan's record equal to the stored one and no verification
+  /// due, so its decisions are `Policy.decide` on the same observation and
+  /// hold with this tick's limit and time. If each is again `none` with the
+  /// hold unchanged, no lever is wanted (the executor does nothing) and the
+  /// recorder changes no record and writes nothing: it only keeps the limit
+  /// and logs the steady decisions. That is done here, and the report is the
+  /// one the full path would return (ControllerTests compares the two on a
+  /// table of ticks). Anything else: nil, and the tick takes the full path.
+  private func quietTick(_ reading: TickReading, now: Double, wall: Int64) throws(SourceError)
+    -> TickReport?
+  {
+    guard let quiet, recorder.revision == quiet.revision, reading.unreadable.isEmpty,
+      reading.sights.count == quiet.observations.count, reading.devices == quiet.devices
+    else { return nil }
+    let limit = reading.snapshot.limit.bytes
+    var decisions: [Decision] = []
+    decisions.reserveCapacity(quiet.observations.count)
+    for index in reading.sights.indices {
+      let sight = reading.sights[index]
+      guard sight.listed, sight.observation == quiet.observations[index] else { return nil }
+      let previous = quiet.previous[index]
+      let (decision, next) = Policy.decide(
+        sight.observation, limitBytes: limit, state: previous, now: now, config: policy.config)
+      guard decision.action == .none, next == previous else { return nil }
+      decisions.append(decision)
+    }
+    recorder.recordQuiet(decisions, limit: limit)
+    try recorder.keepUpQuiet(reading, now: now, wall: wall)
+    quietTicksTaken &+= 1
+    return TickReport(snapshot: reading.snapshot, decisions: decisions, performed: [])
+  }
+
+  // MARK: Steady ticks
+
+  /// Whether the daemon's idle ticks may take `steadyTick` (tests turn it off to compare).
+  public var steadyTicks = true
+  /// How many ticks took the steady path.
+  public private(set) var steadyTicksTaken = 0
+  private var steady: SteadyTick?
+
+  /// What a steady tick compares with: the last quiet tick's facts, reduced
+  /// to a few numbers (no arrays, strings or references), so the idle tick
+  /// touches little memory and little code after each sleep (BENCHMARKS.md).
+  struct SteadyTick {
+    var revision: Int
+    /// /proc/meminfo's `Balloon:` then: the same value (with the cached
+    /// vmstat) gives the same balloon readings.
+    var meminfoBalloon: UInt64?
+    /// Σ of the sizes of the balloons that take their pages out of MemTotal.
+    var balloonBytes: UInt64
+    /// Policy decides `none` with the hold unchanged for every balloon at
+    /// any limit from here up.
+    var lowestQuietLimit: UInt64
+
+    /// Armed only where `Policy.releasable` provably decides `none` and keeps
+    /// the hold for every limit ≥ `lowestQuietLimit`: every balloon virtio
+    /// (Policy.releasable), not held, no blind re-admit whose escalation
+    /// could expire, read from the counters only (TickReader.readsCountersOnly);
+    /// present and bound, a balloon acts only when its size or target is
+    /// over the limit; absent or unbound, never. Debug logging writes a
+    /// line per balloon per tick, which this path does not: not armed then.
+    init?(_ quiet: QuietTick, reading: TickReading, reader: TickReader, logger: Logger) {
+      guard logger.logLevel > .debug, reader.readsCountersOnly,
+        reading.devices.isEmpty || reading.snapshot.meminfo.balloon != nil
+      else { return nil }
+      var lowest: UInt64 = 0
+      for (observation, hold) in zip(quiet.observations, quiet.previous) {
+        guard observation.kind == .virtio, !hold.held, hold.blindReadmitAt == nil,
+          observation.unreadable == nil
+        else { return nil }
+        if observation.present && observation.bound {
+          lowest = max(lowest, observation.currentBytes ?? 0, observation.targetBytes ?? 0)
+        }
+      }
+      var balloonBytes: UInt64 = 0
+      for balloon in reading.snapshot.balloons where balloon.device.removesFromMemTotal {
+        if let current = balloon.effectiveCurrentBytes { balloonBytes = balloonBytes +| current }
+      }
+      revision = quiet.revision
+      meminfoBalloon = reading.snapshot.meminfo.balloon
+      self.balloonBytes = balloonBytes
+      lowestQuietLimit = lowest
+    }
+  }
+
+  private func armSteadyTick(_ reading: TickReading) {
+    guard steadyTicks, let quiet else { return }
+    steady = SteadyTick(quiet, reading: reading, reader: reader, logger: logger)
+  }
+
+  /// The idle daemon's tick, for a caller that needs no report (the daemon
+  /// without a metrics file): true when it did all the full tick would,
+  /// false (having changed nothing) when the full `tick` must run.
+  ///
+  /// After a quiet tick (see `quietTick`), if discovery, /proc/vmstat and
+  /// the process scan are not due and /proc/meminfo shows the same
+  /// `Balloon:`, the full path would read every balloon as then, so its
+  /// decisions are those of the quiet path with this tick's limit; with the
+  /// limit at or above `lowestQuietLimit` each is `none` with the hold
+  /// unchanged, logged at debug level only (not written: see SteadyTick),
+  /// so the recorder only keeps the limit. QuietTickTests compares this
+  /// path with the full one tick by tick.
+  public func steadyTick(now: Double = Clock.boottime()) -> Bool {
+    // A VMware host told the limit, or a new pinned peak, is the full
+    // tick's (Recorder.record) to keep up.
+    guard let steady, recorder.revision == steady.revision, recorder.guestInfo == nil,
+      let meminfo = reader.readSteadyMeminfo(now: now), meminfo.balloon == steady.meminfoBalloon,
+      let (limit, pinned) = reader.steadyLimitBytes(meminfo, balloonBytes: steady.balloonBytes),
+      limit >= steady.lowestQuietLimit, !recorder.raisesPinnedPeak(pinned)
+    else { return false }
+    reader.noteSteadyTick()
+    recorder.recordQuiet([], limit: limit)
+    steadyTicksTaken &+= 1
+    return true
   }
 
   /// Gives back every balloon this daemon holds (`--on-exit readmit`): one

@@ -56,6 +56,7 @@ public final class DaemonLoop {
     if lockMemory { lockWorkingSet() }
     let interval = Double(intervalMilliseconds) / 1000
     var nextTick = Clock.boottime() + interval
+    var ticksBeforeRelock = lockMemory ? Self.relockAfterTicks : 0
     while true {
       // Up to the next tick: a kernel log record that is no OOM kill wakes
       // the loop but does not move the tick.
@@ -86,6 +87,10 @@ public final class DaemonLoop {
       // A chatty kernel log alone costs a read, never a tick (an idle tick
       // is the daemon's whole cost); an OOM kill ticks at once.
       if reasons == [.kernelLog], !killed, Clock.boottime() < nextTick { continue }
+      if ticksBeforeRelock > 0 {
+        ticksBeforeRelock -= 1
+        if ticksBeforeRelock == 0 { relockWorkingSet() }
+      }
       if let blocked = tick() {
         // The hold state is saved; the restarted daemon resumes it.
         logger.critical("restart needed", metadata: ["error": "\(blocked)"])
@@ -98,6 +103,9 @@ public final class DaemonLoop {
 
   /// One tick; returns a lever error that only a restart can cure.
   public func tick() -> ActuatorError? {
+    // The idle tick that needs no report (Controller.steadyTick); not while
+    // failing, so the recovery is logged by the full tick.
+    if metrics == nil, !failing, controller.steadyTick() { return nil }
     do {
       let report = try controller.tick()
       if let blocked = report.performed.lazy.compactMap(\.error).first(where: \.needsRestart) {
@@ -154,6 +162,17 @@ public final class DaemonLoop {
       }
     }
     return !found.victims.isEmpty
+  }
+
+  /// The loop's ticks after which the lock is renewed (SelfProtection.relockWorkingSet):
+  /// past the first read of /proc/vmstat (every `Controller.vmstatEveryTicks`th tick).
+  static let relockAfterTicks = Controller.vmstatEveryTicks + 2
+
+  private func relockWorkingSet() {
+    let outcome = SelfProtection.relockWorkingSet()
+    if let problem = outcome.lockProblem {
+      logger.info("could not lock our pages in memory", metadata: ["error": "\(problem)"])
+    }
   }
 
   private func lockWorkingSet() {

@@ -64,11 +64,32 @@ public enum SelfProtection {
   ///    pages count in `Mlocked`, and so in the guest's pinned memory, as they
   ///    should. BENCHMARKS.md (section 3) measures them and the alternatives.
   public static func lockWorkingSet() -> LockOutcome {
+    drop(writable: true, evictExecutable: true)
+  }
+
+  /// Locks again what the ticks touch now, after the loop's first ticks:
+  /// the first ones also run code once (the first wait, the first vmstat
+  /// read, first-use set-up of the runtime), whose 64 KiB fault-around
+  /// windows `lockWorkingSet` then kept locked for good (BENCHMARKS.md,
+  /// section 3). `munlockall`, then the read-only file mappings' pages are
+  /// unmapped again and locked on fault as before. Nothing is evicted from
+  /// the page cache and writable mappings are left alone, so the next tick
+  /// maps its pages back from the cache (minor faults, no I/O); they are
+  /// unlocked only between this call and that tick, in the same wake-up.
+  public static func relockWorkingSet() -> LockOutcome {
+    _ = munlockall()
+    return drop(writable: false, evictExecutable: false)
+  }
+
+  private static func drop(writable dropWritable: Bool, evictExecutable evict: Bool)
+    -> LockOutcome
+  {
     var outcome = LockOutcome()
     _ = malloc_trim(0)
     do {
       let smaps = try SystemFile.readRequired("/proc/self/smaps")
       for mapping in fileMappings(smaps: smaps) {
+        if !dropWritable && (mapping.writable || mapping.anonymousKiB != 0) { continue }
         let address = UnsafeMutableRawPointer(bitPattern: mapping.range.lowerBound)
         let length = Int(mapping.range.count)
         // MADV_PAGEOUT (Linux >= 5.4) is 21; the constant does not import
@@ -79,7 +100,7 @@ public enum SelfProtection {
           outcome.bytesDropped += UInt64(length)
         }
       }
-      evictExecutable()
+      if evict { evictExecutable() }
     } catch {
       outcome.dropProblem = "\(error)"
     }

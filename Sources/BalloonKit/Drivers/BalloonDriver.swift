@@ -140,6 +140,14 @@ extension BalloonDriver {
     released.releases = state.releases
     return (Decision(.readmit, balloon: o.name, why: .exiting), released)
   }
+
+  /// A kind whose release unbinds the balloon's device or unloads its module
+  /// (virtio, VMware): a resumed hold is ours only while it is not bound.
+  public func resumedHoldProblem(
+    _ hold: HoldState, device: BalloonDevice, observation: BalloonObservation
+  ) -> ResumedHoldProblem? {
+    device.bound ? .bound(driver: device.driver) : nil
+  }
 }
 
 /// The drivers balloonctl knows, in discovery order. Tests may register

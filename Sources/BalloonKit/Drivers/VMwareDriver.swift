@@ -67,12 +67,6 @@ public struct VMwareDriver: BalloonDriver {
       lever: .init(listedWhileHeld: false, releaseHidesTarget: true))
   }
 
-  public func resumedHoldProblem(
-    _ hold: HoldState, device: BalloonDevice, observation: BalloonObservation
-  ) -> ResumedHoldProblem? {
-    device.bound ? .bound(driver: device.driver) : nil
-  }
-
   public func leverAvailable(_ device: BalloonDevice, held: Bool, actuators: Actuators) -> Bool {
     // A built-in vmw_balloon has no initstate and cannot be unloaded.
     let loadable =

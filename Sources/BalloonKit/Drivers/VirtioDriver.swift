@@ -86,12 +86,6 @@ public struct VirtioDriver: BalloonDriver {
       lever: .init(listedWhileHeld: true, releaseHidesTarget: false))
   }
 
-  public func resumedHoldProblem(
-    _ hold: HoldState, device: BalloonDevice, observation: BalloonObservation
-  ) -> ResumedHoldProblem? {
-    device.bound ? .bound(driver: device.driver) : nil
-  }
-
   public func leverAvailable(_ device: BalloonDevice, held: Bool, actuators: Actuators) -> Bool {
     SystemFile.exists(actuators.root.path(Self.driverDirectory + "/unbind"))
   }

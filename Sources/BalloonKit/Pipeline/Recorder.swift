@@ -30,6 +30,9 @@ public final class Recorder {
   /// A pinned peak newer than the state file, and the longest it waits for a write.
   private var peakUnsaved = false
   public static let peakWriteSeconds = 300.0
+  /// Moves whenever a balloon's record changes (Controller's quiet ticks
+  /// check that the records they were proven against are still the ones kept).
+  public private(set) var revision = 0
 
   public init(
     state: DaemonState, previous: DaemonState?, store: StateStore?, mode: ControlMode,
@@ -96,11 +99,29 @@ public final class Recorder {
     // (which moves the thresholds the saved reasons quote) at most once per interval.
     let peakDue = peakUnsaved && now - lastSaved >= Self.peakWriteSeconds
     if changed || refresh || exiting || peakDue { try persist(now: now, wall: wall) }
-    if !exiting {
-      let peak = AdviceInputs(limit: reading.snapshot.limit, peakPinnedBytes: state.maxPinnedBytes)
-      guestInfo?.tick(
-        limitBytes: peak.advisedLimitBytes, kinds: reading.devices.map(\.kind), now: now)
-    }
+    if !exiting { publishGuestInfo(reading, now: now) }
+  }
+
+  /// What a quiet tick (Controller.quietTick) keeps up besides the limit,
+  /// as `record` does: the pinned peak, written when due, and the limit
+  /// told to a VMware host.
+  func keepUpQuiet(_ reading: TickReading, now: Double, wall: Int64) throws(SourceError) {
+    notePinnedPeak(reading.snapshot.pinned.totalBytes, wall: wall)
+    if peakUnsaved && now - lastSaved >= Self.peakWriteSeconds { try persist(now: now, wall: wall) }
+    publishGuestInfo(reading, now: now)
+  }
+
+  /// Whether `pinned` would raise the peak: a steady tick (which keeps only
+  /// the limit) must then give way to the full one.
+  func raisesPinnedPeak(_ pinned: UInt64) -> Bool {
+    guard let peak = state.maxPinnedBytes else { return true }
+    return pinned >= peak +| BalloonLimit.mebibyte
+  }
+
+  private func publishGuestInfo(_ reading: TickReading, now: Double) {
+    guard let guestInfo else { return }
+    let peak = AdviceInputs(limit: reading.snapshot.limit, peakPinnedBytes: state.maxPinnedBytes)
+    guestInfo.tick(limitBytes: peak.advisedLimitBytes, kinds: reading.devices.map(\.kind), now: now)
   }
 
   /// Applies one outcome to its record; true when the record changed.
@@ -135,6 +156,7 @@ public final class Recorder {
     }
     guard record != plan.stored else { return false }
     state.update(record)
+    revision &+= 1
     return true
   }
 
@@ -148,6 +170,14 @@ public final class Recorder {
     state.maxPinnedBytes = pinned
     state.maxPinnedAt = wall
     peakUnsaved = true
+  }
+
+  /// What `record` does on a tick that changes no record and logs no change
+  /// (Controller.quietTick has checked that): the limit is kept and each
+  /// decision logged as a steady one (at debug level).
+  func recordQuiet(_ decisions: [Decision], limit: UInt64) {
+    state.limitBytes = limit
+    for decision in decisions { logDecision(decision) }
   }
 
   private func log(_ outcome: BalloonOutcome, limit: UInt64) {

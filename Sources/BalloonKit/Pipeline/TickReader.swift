@@ -124,7 +124,8 @@ public final class TickReader {
     self.root = root
     self.options = options
     self.logger = logger
-    meminfoFile = KeptOpenFile(root.path(MeminfoReader.path), capacity: 8192)
+    meminfoFile = KeptOpenFile(
+      root.path(MeminfoReader.path), capacity: 8192, shortReadIsEnd: true)
     vmstatFile = KeptOpenFile(root.path(VmstatReader.path), capacity: 16384)
     meminfoPath = meminfoFile.path.string
     vmstatPath = vmstatFile.path.string
@@ -311,6 +312,98 @@ public final class TickReader {
     }
   }
 
+  /// The FOLL_PIN pages outstanding (nil: the kernel has no counters).
+  private static func follOutstanding(_ vmstat: Vmstat) -> UInt64? {
+    guard let acquired = vmstat.follPinAcquired, let released = vmstat.follPinReleased else {
+      return nil
+    }
+    return acquired > released ? acquired - released : 0
+  }
+
+  /// Whether Σ VmPin is re-scanned now: never scanned, the global pin count
+  /// moved, or the backstop ran out.
+  private func processScanDue(outstanding: UInt64?, now: Double) -> Bool {
+    let backstop =
+      outstanding == nil ? options.processScanSecondsWithoutCounters : options.processScanSeconds
+    return vmPinSum == nil || outstanding != lastFollOutstanding
+      || now - lastProcessScan >= backstop
+  }
+
+  // MARK: The steady tick (Controller.steadyTick)
+
+  /// Whether every balloon's reading comes from the kernel's counters alone
+  /// (virtio without a probe: its size from nr_balloon_pages or Balloon:,
+  /// its target unknown, docs/kernel-interfaces.md) and nothing but the
+  /// counters is read for it: report mode, no lever to check, no process
+  /// list kept. Then a tick whose /proc/meminfo has the same `Balloon:` and
+  /// whose /proc/vmstat is the cached one reads the same balloons as the
+  /// last tick, and only the limit can differ.
+  var readsCountersOnly: Bool {
+    options.probe == nil && options.levers == nil && !options.enforcing
+      && !options.rankProcesses && devices.allSatisfy { $0.kind == .virtio }
+  }
+
+  /// The steady tick's read: /proc/meminfo, in the kernel's layout, and
+  /// /proc/vmstat when it is due. nil when this tick would do more
+  /// (discovery or a process scan due, vmstat's balloon or pin counters
+  /// moved) or a file reads or parses otherwise; the tick then takes the full path, which reads it again
+  /// and names any problem. Changes nothing: `noteSteadyTick` commits.
+  func readSteadyMeminfo(now: Double) -> Meminfo? {
+    steadyVmstat = nil
+    guard !discoveryDue, now - lastDiscovery < options.rediscoverSeconds, let lastVmstat
+    else { return nil }
+    var vmstat = lastVmstat
+    if ticksSinceVmstat + 1 >= Self.vmstatEveryTicks {
+      // Due for its pin counters: the tick stays steady only if the
+      // counters the balloon readings and the process scan depend on are
+      // as cached (then so are the readings, and the limit's DMA-pinned part).
+      guard let fresh = try? readVmstat(), fresh.balloonBytes == lastVmstat.balloonBytes,
+        fresh.balloonInflatedBytes == lastVmstat.balloonInflatedBytes,
+        fresh.balloonDeflatedBytes == lastVmstat.balloonDeflatedBytes,
+        Self.follOutstanding(fresh) == Self.follOutstanding(lastVmstat)
+      else { return nil }
+      vmstat = fresh
+    }
+    guard
+      !options.scanProcesses
+        || !processScanDue(outstanding: Self.follOutstanding(vmstat), now: now),
+      (try? meminfoFile.refresh()) == true
+    else { return nil }
+    if ticksSinceVmstat + 1 >= Self.vmstatEveryTicks { steadyVmstat = vmstat }
+    return try? meminfoFile.withBytes { MeminfoReader.parseKernelLayout($0) }
+  }
+
+  /// The /proc/vmstat the steady tick read (when due), kept by `noteSteadyTick`.
+  private var steadyVmstat: Vmstat?
+
+  /// The limit `read` would compute from this meminfo, the cached vmstat and
+  /// Σ VmPin (as GuestSnapshot.assemble does), with `balloonBytes` the sizes
+  /// of the balloons that take their pages out of MemTotal.
+  func steadyLimitBytes(_ meminfo: Meminfo, balloonBytes: UInt64) -> (
+    limit: UInt64, pinned: UInt64
+  )? {
+    guard let vmstat = steadyVmstat ?? lastVmstat else { return nil }
+    let pinned = PinnedAccounting.account(
+      meminfo: meminfo, vmstat: vmstat, vmPinSumBytes: options.scanProcesses ? vmPinSum : nil)
+    let limit = BalloonLimit.compute(
+      guestBytes: meminfo.memTotal +| balloonBytes, pinnedBytes: pinned.totalBytes,
+      swapTotalBytes: meminfo.swapTotal, fraction: options.fraction
+    ).bytes
+    return (limit, pinned.totalBytes)
+  }
+
+  /// What `read` changes on a tick that reads only /proc/meminfo: the
+  /// cached vmstat grows a tick older, or is replaced by the one just read.
+  func noteSteadyTick() {
+    if let steadyVmstat {
+      lastVmstat = steadyVmstat
+      ticksSinceVmstat = 0
+      self.steadyVmstat = nil
+    } else {
+      ticksSinceVmstat += 1
+    }
+  }
+
   /// Σ VmPin, refreshed when the global pin count moved or the backstop ran
   /// out. A process whose status cannot be read counts with the VmPin last
   /// read from it (unknown, and so 0, if never read); the answer is marked
@@ -319,14 +412,8 @@ public final class TickReader {
   private func refreshVmPin(vmstat: Vmstat, now: Double, strict: Bool) throws(SourceError)
     -> [ProcessPins]
   {
-    var outstanding: UInt64?
-    if let acquired = vmstat.follPinAcquired, let released = vmstat.follPinReleased {
-      outstanding = acquired > released ? acquired - released : 0
-    }
-    let moved = outstanding != lastFollOutstanding
-    let backstop =
-      outstanding == nil ? options.processScanSecondsWithoutCounters : options.processScanSeconds
-    guard vmPinSum == nil || moved || now - lastProcessScan >= backstop else { return [] }
+    let outstanding = Self.follOutstanding(vmstat)
+    guard processScanDue(outstanding: outstanding, now: now) else { return [] }
     lastProcessScan = now
     let scan: ProcessScan
     do {

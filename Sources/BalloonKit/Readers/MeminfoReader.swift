@@ -1,5 +1,9 @@
 import SystemPackage
 
+#if canImport(Glibc)
+  import Glibc
+#endif
+
 /// `/proc/meminfo`, the fields balloonctl needs. Values in bytes; nil means
 /// this kernel prints no such line (e.g. `Balloon:` before 6.15, `Hugetlb:`
 /// before 4.16). Source: fs/proc/meminfo.c, mm/hugetlb.c.
@@ -52,6 +56,97 @@ public enum MeminfoReader {
   /// file cut off) is an error: each would otherwise count as 0 or as the
   /// wrong value, and a smaller pinned total raises the limit.
   public static func parse(_ bytes: UnsafeBufferPointer<UInt8>, path: String) throws(SourceError)
+    -> Meminfo
+  {
+    // The daemon parses the kernel's own layout every tick: one pass, no
+    // allocation. Anything else is read by the strict parser below, which
+    // also names what is wrong.
+    if let info = parseKernelLayout(bytes) { return info }
+    return try parseStrictly(bytes, path: path)
+  }
+
+  /// The checks of `parseStrictly` on the layout the kernel prints (every
+  /// line `Key:`, spaces, digits, ` kB`), in one pass without allocating:
+  /// nil as soon as anything differs (a NUL, a line without a colon, a bad
+  /// or repeated value of a known key, a missing required key, no final
+  /// newline). A non-nil answer equals `parseStrictly`'s (MeminfoReaderTests
+  /// compares them on every fixture and on altered copies).
+  static func parseKernelLayout(_ bytes: UnsafeBufferPointer<UInt8>) -> Meminfo? {
+    let count = bytes.count
+    guard count > 0, let base = bytes.baseAddress, base[count - 1] == 0x0a,
+      memchr(base, 0, count) == nil
+    else { return nil }
+    return withUnsafeTemporaryAllocation(of: UInt64.self, capacity: Field.allCases.count) {
+      values -> Meminfo? in
+      var seen: UInt32 = 0
+      var start = 0
+      while start < count {
+        // There is a newline: the last byte is one.
+        guard let newline = memchr(base + start, 0x0a, count - start) else { return nil }
+        let end = base.distance(to: newline.assumingMemoryBound(to: UInt8.self))
+        guard let found = memchr(base + start, 0x3a, end - start) else {
+          for index in start..<end where base[index] != 0x20 && base[index] != 0x09 {
+            return nil
+          }
+          start = end + 1
+          continue
+        }
+        let colon = base.distance(to: found.assumingMemoryBound(to: UInt8.self))
+        if let field = Field.known(base + start, count: colon - start) {
+          let bit: UInt32 = 1 << UInt32(field.rawValue)
+          guard seen & bit == 0,
+            let value = kernelValue(bytes, colon + 1..<end, kilobytes: field.hasUnit)
+          else { return nil }
+          seen |= bit
+          values[field.rawValue] = value
+        }
+        start = end + 1
+      }
+      guard seen & Field.requiredMask == Field.requiredMask else { return nil }
+      func value(_ field: Field) -> UInt64? {
+        seen & (1 << UInt32(field.rawValue)) != 0 ? values[field.rawValue] : nil
+      }
+      var info = Meminfo(
+        memTotal: values[Field.memTotal.rawValue], swapTotal: values[Field.swapTotal.rawValue])
+      info.memFree = value(.memFree)
+      info.memAvailable = value(.memAvailable)
+      info.unevictable = value(.unevictable)
+      info.mlocked = value(.mlocked)
+      info.swapFree = value(.swapFree)
+      info.anonPages = value(.anonPages)
+      info.shmem = value(.shmem)
+      info.sUnreclaim = value(.sUnreclaim)
+      info.kernelStack = value(.kernelStack)
+      info.pageTables = value(.pageTables)
+      info.secPageTables = value(.secPageTables)
+      info.percpu = value(.percpu)
+      info.balloon = value(.balloon)
+      info.hugePagesTotal = value(.hugePagesTotal)
+      info.hugepagesize = value(.hugepagesize)
+      info.hugetlb = value(.hugetlb)
+      return info
+    }
+  }
+
+  /// A value as `parseStrictly` accepts it (trimmed; digits, then ` kB` for
+  /// sizes), or nil.
+  @inline(__always)
+  private static func kernelValue(
+    _ bytes: UnsafeBufferPointer<UInt8>, _ range: Range<Int>, kilobytes: Bool
+  ) -> UInt64? {
+    var value = KernelText.trimmed(bytes, range)
+    if kilobytes {
+      guard value.count > 3, bytes[value.upperBound - 3] == 0x20,
+        bytes[value.upperBound - 2] == 0x6b, bytes[value.upperBound - 1] == 0x42
+      else { return nil }
+      value = KernelText.trimmed(bytes, value.lowerBound..<(value.upperBound - 3))
+    }
+    guard case .value(let number) = KernelText.decimal(bytes, value) else { return nil }
+    return kilobytes ? number.times(1024) : number
+  }
+
+  /// The strict reader: every problem is an error naming the file and line.
+  static func parseStrictly(_ bytes: UnsafeBufferPointer<UInt8>, path: String) throws(SourceError)
     -> Meminfo
   {
     var values = [UInt64?](repeating: nil, count: Field.allCases.count)
@@ -144,6 +239,46 @@ public enum MeminfoReader {
       .memTotal, .unevictable, .mlocked, .swapTotal, .anonPages, .shmem, .sUnreclaim,
       .kernelStack, .pageTables,
     ]
+
+    /// `required` as bits of `rawValue`, a constant (no lazy global on the
+    /// tick's path); MeminfoReaderTests checks it against `required`.
+    static var requiredMask: UInt32 {
+      let fields: (Field, Field, Field, Field, Field, Field, Field, Field, Field) = (
+        .memTotal, .unevictable, .mlocked, .swapTotal, .anonPages, .shmem, .sUnreclaim,
+        .kernelStack, .pageTables
+      )
+      return 1 << UInt32(fields.0.rawValue) | 1 << UInt32(fields.1.rawValue)
+        | 1 << UInt32(fields.2.rawValue) | 1 << UInt32(fields.3.rawValue)
+        | 1 << UInt32(fields.4.rawValue) | 1 << UInt32(fields.5.rawValue)
+        | 1 << UInt32(fields.6.rawValue) | 1 << UInt32(fields.7.rawValue)
+        | 1 << UInt32(fields.8.rawValue)
+    }
+
+    /// The field named by the `count` bytes at `key`, compared only with
+    /// the keys of that length (no table, no allocation: the tick's path).
+    @inline(__always)
+    static func known(_ key: UnsafePointer<UInt8>, count: Int) -> Field? {
+      func named(_ literal: StaticString) -> Bool { memcmp(key, literal.utf8Start, count) == 0 }
+      switch count {
+      case 5: return named("Shmem") ? .shmem : nil
+      case 6: return named("Percpu") ? .percpu : nil
+      case 7:
+        return named("MemFree")
+          ? .memFree
+          : named("Mlocked")
+            ? .mlocked : named("Balloon") ? .balloon : named("Hugetlb") ? .hugetlb : nil
+      case 8: return named("MemTotal") ? .memTotal : named("SwapFree") ? .swapFree : nil
+      case 9: return named("SwapTotal") ? .swapTotal : named("AnonPages") ? .anonPages : nil
+      case 10: return named("SUnreclaim") ? .sUnreclaim : named("PageTables") ? .pageTables : nil
+      case 11:
+        return named("Unevictable") ? .unevictable : named("KernelStack") ? .kernelStack : nil
+      case 12:
+        return named("MemAvailable") ? .memAvailable : named("Hugepagesize") ? .hugepagesize : nil
+      case 13: return named("SecPageTables") ? .secPageTables : nil
+      case 15: return named("HugePages_Total") ? .hugePagesTotal : nil
+      default: return nil
+      }
+    }
 
     /// The fields by key length: a line is compared only with keys as long as
     /// its own (most meminfo lines match none).
