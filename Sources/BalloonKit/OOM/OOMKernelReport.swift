@@ -86,7 +86,7 @@ public struct OOMRecordMatcher: Sendable {
       throw fail("no pid=")
     }
     let pidText = body[pidRange.upperBound...].prefix { $0 != "," }
-    guard let pid = Int32(pidText), pid > 0 else { throw fail("pid \"\(pidText)\" is not a pid") }
+    guard let pid = pid(pidText) else { throw fail("pid \"\(pidText)\" is not a pid") }
     return (pid, constraint.lowercased())
   }
 
@@ -99,7 +99,7 @@ public struct OOMRecordMatcher: Sendable {
       .malformed(path, "OOM kill record \(shown(whole)): \(what)")
     }
     let pidText = rest.prefix { $0 != " " }
-    guard let pid = Int32(pidText), pid > 0 else { throw fail("pid \"\(pidText)\" is not a pid") }
+    guard let pid = pid(pidText) else { throw fail("pid \"\(pidText)\" is not a pid") }
     let afterPid = rest.dropFirst(pidText.count)
     guard afterPid.hasPrefix(" ("), let close = afterPid.firstRange(of: ") total-vm:") else {
       throw fail("no \"(comm) total-vm:\"")
@@ -118,6 +118,16 @@ public struct OOMRecordMatcher: Sendable {
     return OOMVictim(
       pid: pid, comm: comm, anonRSSBytes: anon, constraint: nil, memcg: false,
       kernelMicroseconds: 0)
+  }
+
+  /// A pid as the kernel prints it (`%d` of a positive number): digits
+  /// only, no sign, no leading zero (`Int32("+069")` would take both).
+  static func pid(_ text: Substring) -> Int32? {
+    guard let first = text.utf8.first, first != UInt8(ascii: "0"),
+      text.utf8.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }),
+      let pid = Int32(text), pid > 0
+    else { return nil }
+    return pid
   }
 
   static func shown(_ text: String) -> String {

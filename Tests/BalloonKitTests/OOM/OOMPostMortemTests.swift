@@ -136,6 +136,11 @@ struct KmsgReaderTests {
       ("Out of memory: Killed process 12 (x) total-vm:1kB, anon-rss:12MB", true),
       ("oom-kill:constraint=FOO", true),
       ("oom-kill:constraint=CONSTRAINT_NONE,task=x,pid=-1,uid=0", true),
+      // The kernel prints pids with %d: a sign or a leading zero is not its text
+      // (found by fuzz/run --target kmsg: "069" was read as pid 69).
+      ("Out of memory: Killed process 069 (x) total-vm:1kB, anon-rss:1kB", true),
+      ("Out of memory: Killed process +69 (x) total-vm:1kB, anon-rss:1kB", true),
+      ("oom-kill:constraint=CONSTRAINT_NONE,task=x,pid=069,uid=0", true),
       ("Out of memory and no killable processes...", false),
       ("virtio_balloon virtio0: Out of puff! Can't get 1 pages", false),
     ])
