@@ -121,7 +121,7 @@ struct KmsgReaderTests {
     let victim = try #require(try matcher.take(kill, path: "k"))
     #expect(victim.comm == "stress (ng)")
     #expect(victim.pid == 812)
-    #expect(victim.anonRSSBytes == 1024 * 1024)
+    #expect(victim.anonRSSBytes == UInt64(1024 * 1024))
     #expect(victim.constraint == "memcg")
     #expect(victim.memcg)
     // A kill line whose summary was another pid's gets no constraint.
@@ -447,7 +447,7 @@ struct OOMWatchTests {
       store: store, previous: nil, pid: 1,
       logger: Logger(label: "quiet", factory: { _ in SwiftLogNoOpLogHandler() }))
     let before = try controller.tick()
-    #expect(before.snapshot.balloons.first?.effectiveCurrentBytes == 1 << 30)
+    #expect(before.snapshot.balloons.first?.effectiveCurrentBytes == UInt64(1 << 30))
     // The balloon moved since the tick: the record has the new size.
     try guest.setVirtioBalloon(bytes: 7 << 30)
     let victim = OOMVictim(
