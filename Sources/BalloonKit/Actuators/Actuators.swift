@@ -33,26 +33,10 @@ public struct SpawnRunner: CommandRunner {
 
   public func run(_ arguments: [String]) throws(ActuatorError) -> Int32 {
     guard let program = arguments.first else { throw ActuatorError("no command to run") }
-    var pid: pid_t = 0
-    var argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
-    defer { for pointer in argv { free(pointer) } }
-    // The daemon blocks SIGTERM/SIGINT (it reads them from a signalfd); the
-    // child must not inherit that mask, or it could not be stopped.
-    var attributes = posix_spawnattr_t()
-    posix_spawnattr_init(&attributes)
-    defer { posix_spawnattr_destroy(&attributes) }
-    var none = sigset_t()
-    sigemptyset(&none)
-    var defaults = sigset_t()
-    sigemptyset(&defaults)
-    sigaddset(&defaults, SIGTERM)
-    sigaddset(&defaults, SIGINT)
-    posix_spawnattr_setsigmask(&attributes, &none)
-    posix_spawnattr_setsigdefault(&attributes, &defaults)
-    posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
-    let spawned = posix_spawn(&pid, program, nil, &attributes, &argv, environ)
-    guard spawned == 0 else {
-      throw ActuatorError("\(program): cannot run: \(Errno(rawValue: spawned))")
+    let pid: pid_t
+    switch ChildProcess.spawn(arguments) {
+    case .success(let child): pid = child
+    case .failure(let error): throw ActuatorError("\(program): cannot run: \(error)")
     }
     var status: Int32 = 0
     while waitpid(pid, &status, 0) < 0 {

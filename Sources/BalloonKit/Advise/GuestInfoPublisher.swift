@@ -116,31 +116,18 @@ public struct SpawnWithTimeout: TimedCommandRunner {
   public init() {}
 
   public func run(_ arguments: [String], timeoutSeconds: Double) -> String? {
-    guard let program = arguments.first else { return "no command" }
+    guard !arguments.isEmpty else { return "no command" }
     var actions = posix_spawn_file_actions_t()
     posix_spawn_file_actions_init(&actions)
     defer { posix_spawn_file_actions_destroy(&actions) }
     for fd in Int32(0)...2 {
       posix_spawn_file_actions_addopen(&actions, fd, "/dev/null", fd == 0 ? O_RDONLY : O_WRONLY, 0)
     }
-    // As SpawnRunner: the daemon blocks SIGTERM/SIGINT; the child must not.
-    var attributes = posix_spawnattr_t()
-    posix_spawnattr_init(&attributes)
-    defer { posix_spawnattr_destroy(&attributes) }
-    var none = sigset_t()
-    sigemptyset(&none)
-    var defaults = sigset_t()
-    sigemptyset(&defaults)
-    sigaddset(&defaults, SIGTERM)
-    sigaddset(&defaults, SIGINT)
-    posix_spawnattr_setsigmask(&attributes, &none)
-    posix_spawnattr_setsigdefault(&attributes, &defaults)
-    posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
-    var argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
-    defer { for pointer in argv { free(pointer) } }
-    var pid: pid_t = 0
-    let spawned = posix_spawn(&pid, program, &actions, &attributes, &argv, environ)
-    guard spawned == 0 else { return "cannot run: \(Errno(rawValue: spawned))" }
+    let pid: pid_t
+    switch ChildProcess.spawn(arguments, fileActions: &actions) {
+    case .success(let child): pid = child
+    case .failure(let error): return "cannot run: \(error)"
+    }
     var status: Int32 = 0
     let start = Clock.boottime()
     while true {
