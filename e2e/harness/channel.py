@@ -73,7 +73,11 @@ class CommandChannel:
 
     def _send(self, line: str) -> None:
         assert self._sock is not None
-        self._sock.sendall(line.encode() + b"\n")
+        try:
+            self._sock.sendall(line.encode() + b"\n")
+        except OSError as e:
+            # QEMU closed its end of ttyS1: it exited (or is exiting).
+            raise GuestDied(f"command channel lost (QEMU exited?): {e!r}") from e
 
     def _wait_bytes(self, pattern: re.Pattern, deadline: float) -> re.Match:
         with self._cond:

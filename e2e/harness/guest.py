@@ -266,6 +266,23 @@ class Guest:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def exit_summary(self) -> str:
+        """How QEMU ended, for an error message: its exit status (or that it
+        still runs), why the harness killed it, and the tail of its stderr."""
+        p = self.proc
+        rc = None if p is None else p.poll()
+        bits = ["QEMU still running" if rc is None else f"QEMU exit status {rc}"]
+        if self.killed_reason:
+            bits.append(f"killed by the harness: {self.killed_reason}")
+        try:
+            with open(os.path.join(self.logdir, "qemu.stderr"), "rb") as f:
+                tail = f.read()[-400:].decode("utf-8", "replace").strip()
+        except OSError:
+            tail = ""
+        if tail:
+            bits.append(f"stderr: {tail}")
+        return "; ".join(bits)
+
     def kill(self, reason: str = "killed") -> None:
         """Kills QEMU now (by its process id). Safe to call from any thread, twice."""
         p = self.proc

@@ -16,13 +16,18 @@ import time
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from ..errors import GuestError, GuestTimeout
+from ..errors import GuestDied, GuestError, GuestTimeout
 from ..guest import QEMU, Guest, GuestConfig, read_env
 from . import qga
 
 
 class BootFailed(GuestError):
-    """The guest never reached multi-user.target (carries the console tail)."""
+    """The guest never reached multi-user.target (carries the console tail).
+    `died`: QEMU exited on the way, as opposed to a boot that hung."""
+
+    def __init__(self, msg: str, died: bool = False):
+        super().__init__(msg)
+        self.died = died
 
 
 @dataclass
@@ -124,8 +129,9 @@ class SystemGuest(Guest):
                     raise
                 t = self.now()
         except GuestError as e:
-            raise BootFailed(f"{self.name}: multi-user.target not reached ({type(e).__name__}: {e}); "
-                             f"console tail:\n{self.console_tail()}") from e
+            raise BootFailed(f"{self.name}: multi-user.target not reached ({type(e).__name__}: {e}; "
+                             f"{self.exit_summary()}); console tail:\n{self.console_tail()}",
+                             died=isinstance(e, GuestDied)) from e
         self.boot_s = t
         self.log(f"multi-user after {t:.2f}s (channel at {self.channel_s}s)")
         return t

@@ -59,6 +59,9 @@ def run_kernel(img: SystemImage, logdir: str, work_dir: str, debs_tar: str, deb_
     results["hotplug"] = hot
     results["guest_agent"] = inst.pop("guest_agent", results["guest_agent"])
     results["install"] = inst
+    if inst.get("first_boot_died"):
+        progress("install: QEMU exited before multi-user, booted once more: "
+                 + inst["first_boot_died"].splitlines()[0][:400])
     progress(f"install+hotplug: {'PASS' if hot.get('passed') else 'FAIL'} ({timings['install_boot_s']} s)")
     if not inst.get("ok"):
         why = f"the package was not installed: {inst.get('error') or hot.get('reason')}"

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from ..errors import GuestError
-from ..guest import MiB, Guest, GuestConfig, Kernel, QEMU, read_env
+from ..guest import Guest, GuestConfig, Kernel, QEMU, read_env
 
 DOM0_MIB = 1024
 
