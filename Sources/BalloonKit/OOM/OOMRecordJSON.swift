@@ -46,13 +46,7 @@ public enum OOMRecordJSON {
       ("guest_bytes", .integer(record.guestBytes)),
       (
         "pinned",
-        .object([
-          ("hugetlb_bytes", .integer(pinned.hugetlbBytes)),
-          ("locked_bytes", .integer(pinned.lockedBytes)),
-          ("dma_pinned_bytes", .integer(pinned.dmaPinnedBytes)),
-          ("kernel_bytes", .integer(pinned.kernelBytes)),
-          ("unswappable_bytes", .integer(pinned.unswappableBytes)),
-        ])
+        .object(SnapshotJSON.pinnedParts(pinned))
       ),
       ("pinned_bytes", .integer(pinned.totalBytes)),
       ("victim_counted_back", .bool(record.victimCountedBack)),

@@ -65,21 +65,30 @@ public enum SnapshotJSON {
       ("pinned_bytes", .integer(pinned.totalBytes)),
       (
         "pinned",
-        .object([
-          ("hugetlb_bytes", .integer(pinned.hugetlbBytes)),
-          ("locked_bytes", .integer(pinned.lockedBytes)),
-          ("dma_pinned_bytes", .integer(pinned.dmaPinnedBytes)),
-          ("kernel_bytes", .integer(pinned.kernelBytes)),
-          ("unswappable_bytes", .integer(pinned.unswappableBytes)),
-          ("vm_pin_complete", snapshot.vmPinCoverage.map { .bool($0.complete) } ?? .null),
-          (
-            "unreadable_processes",
-            .integer(UInt64(max(0, snapshot.vmPinCoverage?.unreadableProcesses ?? 0)))
-          ),
-        ])
+        .object(
+          pinnedParts(OOMPinned(pinned)) + [
+            ("vm_pin_complete", snapshot.vmPinCoverage.map { .bool($0.complete) } ?? .null),
+            (
+              "unreadable_processes",
+              .integer(UInt64(max(0, snapshot.vmPinCoverage?.unreadableProcesses ?? 0)))
+            ),
+          ])
       ),
       ("available_bytes", .optional(snapshot.meminfo.memAvailable)),
     ])
+  }
+
+  /// The pinned breakdown's parts, in one order for every JSON that shows it
+  /// (`memory.pinned` here, each OOM record's `pinned` in OOMRecordJSON.swift).
+  /// OOMPinned holds just these five, so it is the one argument type.
+  static func pinnedParts(_ pinned: OOMPinned) -> [(String, JSONValue)] {
+    [
+      ("hugetlb_bytes", .integer(pinned.hugetlbBytes)),
+      ("locked_bytes", .integer(pinned.lockedBytes)),
+      ("dma_pinned_bytes", .integer(pinned.dmaPinnedBytes)),
+      ("kernel_bytes", .integer(pinned.kernelBytes)),
+      ("unswappable_bytes", .integer(pinned.unswappableBytes)),
+    ]
   }
 
   public static func limit(_ limit: BalloonLimit) -> JSONValue {
