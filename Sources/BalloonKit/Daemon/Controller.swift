@@ -1,4 +1,5 @@
 public import Logging
+import SystemPackage
 
 /// Enforce acts; report decides, logs and publishes, and changes nothing.
 public enum ControlMode: String, Sendable, CaseIterable {
@@ -105,10 +106,46 @@ public final class Controller {
       startedAt: Clock.wall())
     // The effective settings, so `status` judges the hold by this daemon's own.
     state.settings = config.settings
+    // Xen grants from a previous run of this boot are resumed; from another
+    // boot they are dropped, so they are not written back as this boot's.
+    let resumed = previous.map {
+      Self.resumeXenGrants($0, root: root, nowWall: Clock.wall(), nowBoottime: Clock.boottime())
+    }
     recorder = Recorder(
       state: state,
-      previous: previous, store: store, mode: config.mode,
+      previous: resumed, store: store, mode: config.mode,
       intervalSeconds: config.intervalSeconds, logger: logger)
+  }
+
+  /// A restarted daemon resumes the Xen grants the previous run saw, if that
+  /// run was in this boot: its boot began (updated_at − updated_boottime)
+  /// when this one did, within `sameBootSeconds`. A grant from another boot
+  /// (a persistent --state-dir, a VM given less memory since) is dropped:
+  /// then the grant is what the present shows, a smaller balloon, never
+  /// memory the toolstack did not grant.
+  static func resumeXenGrants(
+    _ previous: DaemonState, root: Root, nowWall: Int64, nowBoottime: Double
+  ) -> DaemonState {
+    var previous = previous
+    let trusted = sameBoot(previous, nowWall: nowWall, nowBoottime: nowBoottime)
+    for index in previous.balloons.indices where previous.balloons[index].kind == .xen {
+      let record = previous.balloons[index]
+      guard trusted, !record.sysPath.isEmpty, let granted = record.grantedBytes else {
+        previous.balloons[index].grantedBytes = nil
+        continue
+      }
+      XenGrant.remember(granted, for: root.path(record.sysPath).string)
+    }
+    return previous
+  }
+
+  static let sameBootSeconds = 10.0
+
+  static func sameBoot(_ previous: DaemonState, nowWall: Int64, nowBoottime: Double) -> Bool {
+    guard previous.updatedBoottime <= nowBoottime else { return false }
+    let then = Double(previous.updatedAt) - previous.updatedBoottime
+    let now = Double(nowWall) - nowBoottime
+    return abs(then - now) <= sameBootSeconds
   }
 
   public var state: DaemonState { recorder.state }

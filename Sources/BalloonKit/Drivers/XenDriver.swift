@@ -50,7 +50,8 @@ public struct XenDriver: BalloonDriver {
   )? {
     guard let stats = try? Self.stats(device, root: root) else { return nil }
     return XenObservation(
-      reservationBytes: stats.grantedBytes, targetKiB: stats.reservationTargetBytes / 1024)
+      reservationBytes: stats.grantedBytes, targetKiB: stats.reservationTargetBytes / 1024,
+      pageKiB: max(1, root.pageSize / 1024))
   }
 
   public func removesFromMemTotal(_ device: BalloonDevice) -> Bool { true }
@@ -71,7 +72,7 @@ public struct XenDriver: BalloonDriver {
       return (Decision(.none, balloon: name, why: .targetUnknown), state)
     }
     var state = state
-    let ours = state.xenWrittenTargetKiB != nil && state.xenWrittenTargetKiB == xen.targetKiB
+    let ours = Self.isOurs(written: state.xenWrittenTargetKiB, observed: xen)
     let hostWish = ours ? (state.xenHostBalloonTargetBytes ?? target) : target
     if !ours {
       // The toolstack set a new target (or we never wrote one): it is the
@@ -81,7 +82,8 @@ public struct XenDriver: BalloonDriver {
     }
 
     func setTarget(_ balloon: UInt64, _ reason: Decision.Reason) -> (Decision, HoldState) {
-      let kib = Self.targetKiB(reservation: xen.reservationBytes, balloon: balloon)
+      let kib = Self.targetKiB(
+        reservation: xen.reservationBytes, balloon: balloon, pageKiB: xen.pageKiB)
       guard o.leverAvailable else {
         return (
           Decision(.alert, balloon: name, why: .kind(KindReason(XenReason.notWritable(reason)))),
@@ -137,7 +139,7 @@ public struct XenDriver: BalloonDriver {
     guard o.unreadable == nil, let xen = o.payload as? XenObservation else {
       return (Decision(.none, balloon: o.name, why: .exitBlocked(hostTargetUnknown)), state)
     }
-    guard state.xenWrittenTargetKiB == xen.targetKiB else {
+    guard Self.isOurs(written: state.xenWrittenTargetKiB, observed: xen) else {
       return (Decision(.none, balloon: o.name, why: .xen(.exitTargetNotOurs)), released)
     }
     guard let wish = state.xenHostBalloonTargetBytes else {
@@ -146,7 +148,8 @@ public struct XenDriver: BalloonDriver {
     return (
       Decision(
         .setTarget, balloon: o.name, why: .exiting, balloonTargetBytes: wish,
-        leverArgument: Self.targetKiB(reservation: xen.reservationBytes, balloon: wish)),
+        leverArgument: Self.targetKiB(
+          reservation: xen.reservationBytes, balloon: wish, pageKiB: xen.pageKiB)),
       released
     )
   }
@@ -154,9 +157,21 @@ public struct XenDriver: BalloonDriver {
   var hostTargetUnknown: KindReason { KindReason(XenReason.hostTargetUnknown) }
 
   /// target_kb for a balloon of `balloon` bytes: the reservation minus the
-  /// balloon, rounded up, so the balloon's target lands at or below it.
-  static func targetKiB(reservation: UInt64, balloon: UInt64) -> UInt64 {
-    ((reservation > balloon ? reservation - balloon : 0) +| 1023) / 1024
+  /// balloon, rounded up to a whole page, so the balloon's target lands at or
+  /// below it (by less than a page) and target_kb reads back as written: the
+  /// kernel keeps the target in pages and drops the rest of a KiB value
+  /// (docs/kernel-interfaces.md §3.1). Never above the reservation.
+  static func targetKiB(reservation: UInt64, balloon: UInt64, pageKiB: UInt64 = 4) -> UInt64 {
+    let page = max(pageKiB, 1)
+    let kib = ((reservation > balloon ? reservation - balloon : 0) +| 1023) / 1024
+    return min((kib +| (page - 1)) / page * page, reservation / 1024)
+  }
+
+  /// Whether target_kb is the one balloonctl wrote. Exact: writes are whole
+  /// pages, so the kernel reads them back unchanged, and anything else is the
+  /// toolstack's (or a forged state file's).
+  static func isOurs(written: UInt64?, observed: XenObservation) -> Bool {
+    written != nil && written == observed.targetKiB
   }
 
   /// Ours only if target_kb is the one we wrote.
@@ -164,9 +179,9 @@ public struct XenDriver: BalloonDriver {
     _ hold: HoldState, device: BalloonDevice, observation: BalloonObservation
   ) -> ResumedHoldProblem? {
     let written = hold.xenWrittenTargetKiB
-    let observed = (observation.payload as? XenObservation)?.targetKiB
-    return written != nil && written == observed
-      ? nil : .kind(KindReason(XenReason.notOurTarget(written: written, observed: observed)))
+    let xen = observation.payload as? XenObservation
+    return xen.map { Self.isOurs(written: written, observed: $0) } == true
+      ? nil : .kind(KindReason(XenReason.notOurTarget(written: written, observed: xen?.targetKiB)))
   }
 
   public func heldDetail(_ hold: HoldState) -> [String]? {
@@ -256,6 +271,8 @@ extension Decision.Reason {
 public struct XenObservation: BalloonPayload, Equatable {
   public var reservationBytes: UInt64
   public var targetKiB: UInt64
+  /// The kernel's page in KiB: the unit target_kb is kept in.
+  public var pageKiB: UInt64 = 4
 }
 
 /// Xen's memory of a hold: the target_kb we wrote, and the balloon size the

@@ -75,6 +75,12 @@ public struct TickPolicy: Sendable {
         kind: device.kind, name: device.name, sysPath: device.sysPath, hold: config.freshState)
     if sight.listed { record.sysPath = device.sysPath }
     let observation = sight.observation
+    // Xen: the grant the reading was sized against, kept when it grows.
+    if let xen = observation.payload as? XenObservation,
+      xen.reservationBytes > record.grantedBytes ?? 0
+    {
+      record.grantedBytes = xen.reservationBytes
+    }
     let readable = observation.unreadable == nil
     var droppedHold: ResumedHoldProblem?
     var verified = false

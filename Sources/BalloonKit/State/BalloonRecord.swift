@@ -7,6 +7,10 @@ public struct BalloonRecord: Sendable, Equatable {
   public var lastDecision: Decision?
   /// Wall-clock seconds since the epoch of `lastDecision`.
   public var lastDecisionAt: Int64?
+  /// Xen: the largest reservation the toolstack granted that the daemon saw
+  /// (`XenGrant`), kept so that a restarted daemon still sizes the balloon
+  /// against it (docs/kernel-interfaces.md §3.1). nil for other kinds.
+  public var grantedBytes: UInt64?
 
   public init(kind: BalloonKind, name: String, sysPath: String, hold: HoldState) {
     self.kind = kind

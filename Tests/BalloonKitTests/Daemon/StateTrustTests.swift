@@ -157,4 +157,48 @@ struct StateTrustTests {
     #expect(results.count == 1 && results.first?.1 == nil)
     #expect(try kib("target_kb") == hostTargetKiB)
   }
+
+  @Test(
+    "a restarted daemon sizes the Xen balloon against the grant state.json kept, this boot's only")
+  func xenGrantResumed() throws {
+    // The fixture: target_kb 2.5 GiB, info/current_kb 3 GiB. A fresh process
+    // sees a grant of 3 GiB (the present), so no balloon; the previous run saw
+    // the toolstack grant 4 GiB, then take 1 GiB back.
+    func run(previous grant: UInt64?, boottimeOffset: Double = 0) throws -> (UInt64?, UInt64?) {
+      let h = try Harness("xen")  // a tree of its own: XenGrant is kept per path
+      var previous: DaemonState?
+      if let grant {
+        var state = DaemonState(pid: 1, mode: "report", intervalMilliseconds: 1000, startedAt: 0)
+        state.updatedAt = Clock.wall()
+        state.updatedBoottime = Clock.boottime() + boottimeOffset
+        var record = BalloonRecord(
+          kind: .xen, name: "xen_memory0", sysPath: xenDevice, hold: HoldState(backoffSeconds: 30))
+        record.grantedBytes = grant
+        state.balloons = [record]
+        previous = state
+      }
+      let controller = h.controller(mode: .report, previous: previous)
+      let report = try controller.tick(now: Clock.boottime(), wall: Clock.wall())
+      return (
+        report.snapshot.balloons.first?.effectiveCurrentBytes,
+        controller.state.record(forKey: "xen:xen_memory0")?.grantedBytes
+      )
+    }
+    // No state: the present alone; the grant seen is kept for the next run.
+    let fresh = try run(previous: nil)
+    #expect(fresh.0 == 0)
+    #expect(fresh.1 == UInt64(3 << 30))
+    // This boot's state: the balloon the toolstack took back, and the grant kept.
+    let resumed = try run(previous: 4 << 30)
+    #expect(resumed.0 == UInt64(1 << 30))
+    #expect(resumed.1 == UInt64(4 << 30))
+    // A state from another boot (its uptime ahead of ours): not trusted.
+    let stale = try run(previous: 4 << 30, boottimeOffset: 3600)
+    #expect(stale.0 == 0)
+    #expect(stale.1 == UInt64(3 << 30))
+    // A kept grant below the present never lowers it.
+    let lower = try run(previous: 1 << 30)
+    #expect(lower.0 == 0)
+    #expect(lower.1 == UInt64(3 << 30))
+  }
 }

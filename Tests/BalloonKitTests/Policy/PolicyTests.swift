@@ -282,6 +282,42 @@ struct PolicyTests {
     #expect(none.action == .none)
   }
 
+  @Test("Xen: target_kb is written in whole pages, and the kernel's read-back stays our hold")
+  func xenWholePages() throws {
+    // The e2e xen tier's domU: 1 GiB granted, the host asks for 358 MiB. A
+    // limit that is not a whole number of KiB pages (it moves with pinned
+    // memory every tick): the kernel keeps target_kb in 4 KiB pages, so a
+    // KiB value that is not a multiple of 4 would read back lower, look like
+    // a new toolstack target and end the hold (e2e saw 24 releases in 70 s).
+    let reservation: UInt64 = 1024 * MiB
+    let oddLimit: UInt64 = 276 * MiB + 1024
+    func observe(targetKiB: UInt64) -> BalloonObservation {
+      BalloonObservation(
+        kind: .xen, name: "xen_memory0", currentBytes: 0,
+        targetBytes: reservation - targetKiB * 1024, xenReservationBytes: reservation,
+        xenTargetKiB: targetKiB)
+    }
+    let (set, holding) = Policy.decide(
+      observe(targetKiB: 358 * 1024), limitBytes: oddLimit, state: nil, now: 0)
+    let kib = try #require(set.xenTargetKiB)
+    #expect(kib % 4 == 0)
+    #expect(kib == UInt64(765_952))  // 765,951 KiB rounded up to a page
+    let balloon = reservation - kib * 1024
+    #expect(balloon <= oddLimit && oddLimit - balloon < 4096)  // at the limit, within a page
+    #expect(holding.held)
+    // The kernel reads back what was written: ours, nothing to do, no release.
+    let (steady, still) = Policy.decide(
+      observe(targetKiB: kib / 4 * 4), limitBytes: oddLimit, state: holding, now: 1)
+    #expect(steady.action == .none)
+    #expect(still.held)
+    #expect(still.releases == holding.releases)
+    // A toolstack target a page away is the host's: decided afresh.
+    let (again, againNext) = Policy.decide(
+      observe(targetKiB: kib - 4), limitBytes: oddLimit, state: holding, now: 2)
+    #expect(again.action == .setTarget)
+    #expect(againNext.releases == holding.releases + 1)
+  }
+
   // MARK: exiting (--on-exit readmit, balloonctl readmit)
 
   struct ExitCase: CustomTestStringConvertible, Sendable {

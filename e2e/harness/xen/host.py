@@ -127,6 +127,14 @@ class DomU:
     def xs(self, key: str) -> int:
         return int(self.host.dom0_ok(f"xenstore-read /local/domain/{self.domid}/{key}").strip())
 
+    def dom0_view(self) -> tuple[int, int]:
+        """xenstore `memory/target` (KiB) and `xl list`'s Mem (MiB), one dom0 command."""
+        out = self.host.dom0_ok(f"xenstore-read /local/domain/{self.domid}/memory/target; xl list {self.name}")
+        m = re.search(rf"^(\d+)\s*$.*^{re.escape(self.name)}\s+\d+\s+(\d+)", out, re.M | re.S)
+        if not m:
+            raise GuestError(f"xenstore-read / xl list for {self.name}: {out}")
+        return int(m.group(1)), int(m.group(2))
+
     def xl_list_mib(self) -> int:
         out = self.host.dom0_ok(f"xl list {self.name}")
         m = re.search(rf"^{re.escape(self.name)}\s+\d+\s+(\d+)", out, re.M)
