@@ -24,6 +24,9 @@ public struct ControllerConfig: Sendable {
   /// The run's settings, recorded in the state file for `status`; nil when
   /// not a run (`balloonctl readmit`, tests).
   public var settings: RecordedSettings?
+  /// How the daemon is woken, recorded in the state file for `status`; nil
+  /// when not a daemon (`run --once`, `balloonctl readmit`, tests).
+  public var wakeups: Wakeups?
 
   public init(
     mode: ControlMode, fraction: Double = BalloonLimit.defaultFraction,
@@ -105,6 +108,7 @@ public final class Controller {
       startedAt: Clock.wall())
     // The effective settings, so `status` judges the hold by this daemon's own.
     state.settings = config.settings
+    state.wakeups = config.wakeups
     recorder = Recorder(
       state: state,
       previous: previous, store: store, mode: config.mode,

@@ -28,14 +28,25 @@ public final class DaemonLoop {
   let lockMemory: Bool
   /// Finds OOM kills to record (kernel log and `oom_kill`); nil records none.
   let oomWatch: OOMWatch?
+  /// The balloon drivers' kprobes (nil: the daemon ticks only).
+  let events: BalloonEvents?
+  let burst: EventBurst
   private var failing = false
   private var loggedOOMProblem: String?
+  private var loggedEventProblem = false
+  /// Σ of the balloons' sizes at the last full tick (the burst watches it).
+  private var balloonBytes: UInt64?
+  /// How many event bursts ran.
+  public private(set) var burstsRun = 0
 
   public init(
     controller: Controller, waiter: Waiter, monitor: BalloonEventMonitor?, signals: SignalChannel?,
     metrics: MetricsFile?, intervalSeconds: Double, onExit: ExitPolicy, logger: Logger,
-    lockMemory: Bool = false, oomWatch: OOMWatch? = nil
+    lockMemory: Bool = false, oomWatch: OOMWatch? = nil, events: BalloonEvents? = nil,
+    burst: EventBurst = EventBurst()
   ) {
+    self.events = events
+    self.burst = burst
     self.oomWatch = oomWatch
     self.controller = controller
     self.waiter = waiter
@@ -81,6 +92,14 @@ public final class DaemonLoop {
         controller.invalidateDevices()
       }
       if reasons.contains(.pressure) { logger.info("memory pressure event") }
+      if reasons.contains(.balloonEvent) {
+        if let blocked = watchAfterEvent() {
+          logger.critical("restart needed", metadata: ["error": "\(blocked)"])
+          throw RestartNeeded(error: blocked)
+        }
+        nextTick = Clock.boottime() + interval
+        if reasons == [.balloonEvent] { continue }
+      }
       // Before the tick: the record is taken while the OOM is fresh.
       var killed = false
       if reasons.contains(.kernelLog), let oomWatch { killed = recordOOMs(oomWatch.drainLog()) }
@@ -101,13 +120,19 @@ public final class DaemonLoop {
     finish()
   }
 
-  /// One tick; returns a lever error that only a restart can cure.
-  public func tick() -> ActuatorError? {
+  /// One tick; returns a lever error that only a restart can cure. `full`:
+  /// never the steady shortcut (an event burst needs the size each tick).
+  public func tick(full: Bool = false) -> ActuatorError? {
     // The idle tick that needs no report (Controller.steadyTick); not while
     // failing, so the recovery is logged by the full tick.
-    if metrics == nil, !failing, controller.steadyTick() { return nil }
+    if !full, metrics == nil, !failing, controller.steadyTick() { return nil }
     do {
       let report = try controller.tick()
+      var bytes: UInt64 = 0
+      for balloon in report.snapshot.balloons {
+        bytes = bytes +| (balloon.effectiveCurrentBytes ?? 0)
+      }
+      balloonBytes = bytes
       if let blocked = report.performed.lazy.compactMap(\.error).first(where: \.needsRestart) {
         return blocked
       }
@@ -127,6 +152,51 @@ public final class DaemonLoop {
       failing = true
     }
     return nil
+  }
+
+  /// After a balloon driver's event: tick at once, then every
+  /// `burst.stepMilliseconds` while the balloons' size moves (and at least
+  /// `burst.shortestSeconds`), so a balloon inflating towards a new target
+  /// is released the moment it crosses the limit, whether or not its target
+  /// can be read (the tick's policy). Each tick reads procfs and sysfs only.
+  /// More events during the burst extend it. Signals, udev and the kernel
+  /// log are level-triggered and wait for the main loop.
+  func watchAfterEvent() -> ActuatorError? {
+    guard let events else { return nil }
+    burstsRun &+= 1
+    noteDrained(events.drain())
+    var start = Clock.boottime()
+    var stableSince = start
+    // The steady-tick shortcut is skipped: the burst needs the size each tick.
+    var previous: UInt64? = nil
+    while true {
+      if let blocked = tick(full: true) { return blocked }
+      let now = Clock.boottime()
+      if balloonBytes != previous {
+        previous = balloonBytes
+        stableSince = now
+      }
+      let quiet = now - stableSince >= burst.quietSeconds && now - start >= burst.shortestSeconds
+      if quiet || now - start >= burst.longestSeconds { break }
+      let reasons = waiter.wait(timeoutMilliseconds: burst.stepMilliseconds)
+      if reasons.contains(.interrupted) { break }
+      if reasons.contains(.balloonEvent) {
+        noteDrained(events.drain())
+        start = Clock.boottime()
+      }
+    }
+    logger.debug("event burst over", metadata: ["balloon_bytes": "\(balloonBytes ?? 0)"])
+    return nil
+  }
+
+  private func noteDrained(_ drained: BalloonEvents.Drained) {
+    logger.info(
+      "balloon event", metadata: ["hits": "\(drained.hits)", "lost": "\(drained.lost)"])
+    if let problem = drained.problem, !loggedEventProblem {
+      // Logged once: the wake-up itself still counts, the tick reads the truth.
+      logger.warning("kprobe ring not understood", metadata: ["error": "\(problem)"])
+      loggedEventProblem = true
+    }
   }
 
   /// Records each kill found (a fresh reading per kill) and logs it at
@@ -223,4 +293,20 @@ public final class DaemonLoop {
     }
     logger.notice("balloonctl run stopped")
   }
+}
+
+/// How closely the daemon watches after a balloon driver's event.
+public struct EventBurst: Sendable, Equatable {
+  /// Between two reads while the balloon moves: at TCG's inflate rate
+  /// (about 600 MiB/s, docs/kernel-interfaces.md) 5 ms is 3 MiB.
+  public var stepMilliseconds: Int32 = 5
+  /// The size unchanged this long ends the burst.
+  public var quietSeconds = 0.2
+  /// A burst lasts at least this long: the worker may start inflating a
+  /// little after the config-change callback.
+  public var shortestSeconds = 0.5
+  /// And at most this long (a balloon creeping for minutes is the tick's).
+  public var longestSeconds = 30.0
+
+  public init() {}
 }

@@ -79,6 +79,10 @@ public struct DaemonReport: Sendable {
         + (state.settings?.summary
           ?? "settings not recorded (an older balloonctl); thresholds assume the defaults"),
     ]
+    if let wakeups = state.wakeups {
+      lines.append(
+        "Wakeups   " + Self.wakeupsLine(wakeups, intervalMilliseconds: state.intervalMilliseconds))
+    }
     for record in state.balloons {
       let hold = record.hold
       if hold.held {
@@ -107,6 +111,19 @@ public struct DaemonReport: Sendable {
     return lines
   }
 
+  /// What wakes the daemon and what it can promise then (README.md, "Wake-ups").
+  static func wakeupsLine(_ wakeups: Wakeups, intervalMilliseconds: UInt64) -> String {
+    let tick = "tick every \(interval(intervalMilliseconds))"
+    switch wakeups.mode {
+    case .events:
+      return
+        "events: \(wakeups.symbols.joined(separator: ", ")) (the balloon is watched every 5 ms from the host's request), and a \(tick)"
+    case .tick:
+      return
+        "\(tick) only (the balloon can grow for up to an interval before it is seen): \(wakeups.reason ?? "")"
+    }
+  }
+
   /// `status --json`'s `oom_kills`: the state file's records, newest last.
   public var oomKillsJSON: JSONValue { .array(state.oomKills.map(OOMRecordJSON.json)) }
 
@@ -119,6 +136,9 @@ public struct DaemonReport: Sendable {
       ("mode", .string(state.mode)),
       ("interval_ms", .integer(state.intervalMilliseconds)),
       ("settings", state.settings?.json() ?? .null),
+      ("wakeups", .optional(state.wakeups?.mode.rawValue)),
+      ("wakeups_reason", .optional(state.wakeups?.reason)),
+      ("wakeup_symbols", state.wakeups.map { .array($0.symbols.map(JSONValue.string)) } ?? .null),
       ("limit_bytes", .optional(limitBytes)),
       ("updated_at", .signed(state.updatedAt)),
       ("state_file", .string(file)),
