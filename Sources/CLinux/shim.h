@@ -5,9 +5,12 @@
 /* perf_event_open has no libc wrapper, and Swift cannot call the variadic
    syscall() or ioctl(): one call site each (Core/PerfEvent.swift). */
 #include <linux/perf_event.h>
-#include <sys/ioctl.h>
-#include <sys/syscall.h>
-#include <unistd.h>
+#include <asm/unistd.h>
+/* Declared here rather than by including <unistd.h> and <sys/ioctl.h>: this
+   module would then own glibc's declarations, and files that import only
+   Glibc would lose them (_SC_PAGESIZE). */
+extern long syscall(long number, ...);
+extern int ioctl(int fd, unsigned long request, ...);
 
 static inline int balloonctl_perf_event_open(struct perf_event_attr *attr, int pid, int cpu,
                                              int group_fd, unsigned long flags) {

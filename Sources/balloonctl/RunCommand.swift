@@ -217,8 +217,9 @@ struct RunCommand: ParsableCommand {
         switch BalloonEvents.open(root: root) {
         case .success(let opened):
           events = opened
-          wakeups = Wakeups(mode: .events, symbols: opened.symbols.map(\.description))
-          controllerConfig.intervalSeconds = settings.eventsIntervalSeconds
+          wakeups = Wakeups(
+            mode: .events, symbols: opened.symbols.map(\.description),
+            idleIntervalMilliseconds: UInt64((settings.eventsIntervalSeconds * 1000).rounded()))
         case .failure(let unavailable):
           // Logged once; status and state.json keep saying it.
           logger.warning(
@@ -229,21 +230,23 @@ struct RunCommand: ParsableCommand {
       }
       controllerConfig.wakeups = wakeups
     }
-    let tickSeconds = controllerConfig.intervalSeconds
+    // While events work and nothing is held, ticks are only a backstop.
+    let idleTickSeconds = events == nil ? nil : settings.eventsIntervalSeconds
 
+    let probe = settings.probeTarget ? RefusedOnceProbe(VirtioPCIWindowProbe(root: root)) : nil
     let controller = Controller(
       root: root,
       config: controllerConfig,
       actuators: settings.mode == .enforce
         ? Actuators(root: root, vmwShrinker: settings.vmwShrinker, enabledLevers: settings.levers)
         : nil,
-      probe: settings.probeTarget ? VirtioPCIWindowProbe(root: root) : nil,
+      probe: probe,
       store: once && settings.mode == .report ? nil : store,
       previous: previous, pid: getpid(), logger: logger)
     let metrics = settings.metricsFile.map {
       MetricsFile(
         path: FilePath($0), version: BalloonctlVersion.string, mode: settings.mode,
-        intervalSeconds: tickSeconds)
+        intervalSeconds: max(settings.intervalSeconds, idleTickSeconds ?? 0))
     }
 
     if once {
@@ -301,7 +304,8 @@ struct RunCommand: ParsableCommand {
     logger.notice(
       "balloonctl run started",
       metadata: [
-        "mode": "\(settings.mode.rawValue)", "interval_s": "\(tickSeconds)",
+        "mode": "\(settings.mode.rawValue)", "interval_s": "\(settings.intervalSeconds)",
+        "idle_interval_s": "\(idleTickSeconds.map { "\($0)" } ?? "none")",
         "wakeups":
           "\(events.map { "events (\($0.symbols.map(\.description).joined(separator: ", ")), \($0.events.count) probes)" } ?? "tick")",
         "margin": "\(settings.margin)", "fraction": "\(settings.fraction)",
@@ -329,10 +333,11 @@ struct RunCommand: ParsableCommand {
 
     try DaemonLoop(
       controller: controller, waiter: waiter, monitor: monitor, signals: signals, metrics: metrics,
-      intervalSeconds: tickSeconds, onExit: settings.onExit, logger: logger,
+      intervalSeconds: settings.intervalSeconds, idleIntervalSeconds: idleTickSeconds,
+      onExit: settings.onExit, logger: logger,
       lockMemory: root.isLive,
       oomWatch: OOMWatch(follower: kmsg, baseline: first.snapshot.vmstat.oomKill),
-      events: events
+      events: events, refusedProbe: probe
     ).run()
     _ = lock
   }

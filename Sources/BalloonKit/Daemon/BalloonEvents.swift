@@ -13,11 +13,20 @@ public struct Wakeups: Sendable, Equatable {
   public var reason: String?
   /// The probed functions (mode `events`), as `name [module]`.
   public var symbols: [String]
+  /// The tick while nothing is held (mode `events`): BALLOONCTL_EVENTS_INTERVAL.
+  public var idleIntervalMilliseconds: UInt64?
+  /// Why the host's target cannot be read (the PCI window's write refused
+  /// under lockdown), or nil: with events, the release then follows the size.
+  public var targetProblem: String?
 
-  public init(mode: Mode, reason: String? = nil, symbols: [String] = []) {
+  public init(
+    mode: Mode, reason: String? = nil, symbols: [String] = [],
+    idleIntervalMilliseconds: UInt64? = nil
+  ) {
     self.mode = mode
     self.reason = reason
     self.symbols = symbols
+    self.idleIntervalMilliseconds = idleIntervalMilliseconds
   }
 
   public func json() -> JSONValue {
@@ -25,6 +34,8 @@ public struct Wakeups: Sendable, Equatable {
       ("mode", .string(mode.rawValue)),
       ("reason", reason.map(JSONValue.string) ?? .null),
       ("symbols", .array(symbols.map(JSONValue.string))),
+      ("idle_interval_ms", .optional(idleIntervalMilliseconds)),
+      ("target_problem", .optional(targetProblem)),
     ])
   }
 
@@ -50,11 +61,20 @@ public struct Wakeups: Sendable, Equatable {
         .object([(field, item)]), path: fields.path, prefix: fields.prefix)
       symbols.append(try member.text(field))
     }
+    let idle = try fields.optionalInteger("idle_interval_ms", StateRange.intervalMilliseconds)
+    guard (mode == .events) == (idle != nil) else {
+      throw fields.fail(
+        "idle_interval_ms",
+        mode == .events ? "is missing with mode events" : "is set with mode tick")
+    }
     guard (mode == .events) == !symbols.isEmpty else {
       throw fields.fail(
         "symbols", mode == .events ? "is empty with mode events" : "is set with mode tick")
     }
-    return Wakeups(mode: mode, reason: reason, symbols: symbols)
+    var wakeups = Wakeups(
+      mode: mode, reason: reason, symbols: symbols, idleIntervalMilliseconds: idle)
+    wakeups.targetProblem = try fields.optionalText("target_problem")
+    return wakeups
   }
 }
 

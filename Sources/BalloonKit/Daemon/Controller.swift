@@ -377,6 +377,12 @@ public final class Controller {
     return (record, reading.snapshot)
   }
 
+  /// The PCI window refused its write (RefusedOnceProbe): kept in the state
+  /// file beside the wake-up mode, for `status`.
+  public func recordTargetProblem(_ problem: String) throws(SourceError) {
+    try recorder.recordTargetProblem(problem, now: Clock.boottime(), wall: Clock.wall())
+  }
+
   /// Writes the state now (at start-up, so `status` sees the daemon at once).
   public func persistNow() throws(SourceError) {
     try recorder.persist(now: Clock.boottime(), wall: Clock.wall())

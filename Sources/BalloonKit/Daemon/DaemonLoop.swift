@@ -22,6 +22,8 @@ public final class DaemonLoop {
   let signals: SignalChannel?
   let metrics: MetricsFile?
   let intervalMilliseconds: Int32
+  /// The tick while events wake the daemon and no balloon is held (nil: always the interval).
+  let idleIntervalMilliseconds: Int32?
   let onExit: ExitPolicy
   let logger: Logger
   /// Lock the tick's pages before the first wait (the live daemon only).
@@ -34,6 +36,9 @@ public final class DaemonLoop {
   private var failing = false
   private var loggedOOMProblem: String?
   private var loggedEventProblem = false
+  /// The daemon's PCI window probe, whose refusal is logged and recorded once.
+  let refusedProbe: RefusedOnceProbe?
+  private var recordedRefusal = false
   /// Σ of the balloons' sizes at the last full tick (the burst watches it).
   private var balloonBytes: UInt64?
   /// How many event bursts ran.
@@ -41,10 +46,12 @@ public final class DaemonLoop {
 
   public init(
     controller: Controller, waiter: Waiter, monitor: BalloonEventMonitor?, signals: SignalChannel?,
-    metrics: MetricsFile?, intervalSeconds: Double, onExit: ExitPolicy, logger: Logger,
+    metrics: MetricsFile?, intervalSeconds: Double, idleIntervalSeconds: Double? = nil,
+    onExit: ExitPolicy, logger: Logger,
     lockMemory: Bool = false, oomWatch: OOMWatch? = nil, events: BalloonEvents? = nil,
-    burst: EventBurst = EventBurst()
+    burst: EventBurst = EventBurst(), refusedProbe: RefusedOnceProbe? = nil
   ) {
+    self.refusedProbe = refusedProbe
     self.events = events
     self.burst = burst
     self.oomWatch = oomWatch
@@ -54,6 +61,7 @@ public final class DaemonLoop {
     self.signals = signals
     self.metrics = metrics
     self.intervalMilliseconds = Int32((intervalSeconds * 1000).rounded())
+    self.idleIntervalMilliseconds = idleIntervalSeconds.map { Int32(($0 * 1000).rounded()) }
     self.onExit = onExit
     self.logger = logger
     self.lockMemory = lockMemory
@@ -65,14 +73,13 @@ public final class DaemonLoop {
     // ticks: what gets locked is what the loop touches from now on, not what
     // argument parsing and set-up touched (see SelfProtection.lockWorkingSet).
     if lockMemory { lockWorkingSet() }
-    let interval = Double(intervalMilliseconds) / 1000
-    var nextTick = Clock.boottime() + interval
+    var nextTick = Clock.boottime() + Double(currentIntervalMilliseconds) / 1000
     var ticksBeforeRelock = lockMemory ? Self.relockAfterTicks : 0
     while true {
       // Up to the next tick: a kernel log record that is no OOM kill wakes
       // the loop but does not move the tick.
       let left = (nextTick - Clock.boottime()) * 1000
-      let timeout = left <= 0 ? 0 : min(intervalMilliseconds, Int32(left.rounded(.up)))
+      let timeout = left <= 0 ? 0 : min(currentIntervalMilliseconds, Int32(left.rounded(.up)))
       let reasons = waiter.wait(timeoutMilliseconds: timeout)
       if reasons.contains(.interrupted) {
         let names = (signals?.drain() ?? []).map(SignalChannel.name)
@@ -97,7 +104,7 @@ public final class DaemonLoop {
           logger.critical("restart needed", metadata: ["error": "\(blocked)"])
           throw RestartNeeded(error: blocked)
         }
-        nextTick = Clock.boottime() + interval
+        nextTick = Clock.boottime() + Double(currentIntervalMilliseconds) / 1000
         if reasons == [.balloonEvent] { continue }
       }
       // Before the tick: the record is taken while the OOM is fresh.
@@ -115,9 +122,19 @@ public final class DaemonLoop {
         logger.critical("restart needed", metadata: ["error": "\(blocked)"])
         throw RestartNeeded(error: blocked)
       }
-      nextTick = Clock.boottime() + interval
+      nextTick = Clock.boottime() + Double(currentIntervalMilliseconds) / 1000
     }
     finish()
+  }
+
+  /// The tick: the idle interval while events wake the daemon and no
+  /// balloon is held; else the interval (a held virtio balloon is unbound,
+  /// so its driver's event cannot fire, and re-admitting is the tick's).
+  var currentIntervalMilliseconds: Int32 {
+    guard let idleIntervalMilliseconds,
+      !controller.state.balloons.contains(where: { $0.hold.held })
+    else { return intervalMilliseconds }
+    return idleIntervalMilliseconds
   }
 
   /// One tick; returns a lever error that only a restart can cure. `full`:
@@ -141,6 +158,14 @@ public final class DaemonLoop {
         recordOOMs(oomWatch.counter(count))
       }
       try metrics?.write(report, state: controller.state)
+      if !recordedRefusal, let refusal = refusedProbe?.refusal {
+        // Once: the probe no longer writes, and the state says why.
+        recordedRefusal = true
+        logger.warning(
+          "the PCI window's write was refused; the target is unknown, a release follows the size",
+          metadata: ["error": "\(refusal)"])
+        try controller.recordTargetProblem(refusal.reason)
+      }
       if failing {
         logger.notice("reading recovered")
         failing = false
@@ -300,8 +325,10 @@ public struct EventBurst: Sendable, Equatable {
   /// Between two reads while the balloon moves: at TCG's inflate rate
   /// (about 600 MiB/s, docs/kernel-interfaces.md) 5 ms is 3 MiB.
   public var stepMilliseconds: Int32 = 5
-  /// The size unchanged this long ends the burst.
-  public var quietSeconds = 0.2
+  /// The size unchanged this long ends the burst. Long enough for a worker
+  /// that pauses between chunks: after the burst the next read may be an
+  /// idle tick (5 s) away, and without the target only the size tells.
+  public var quietSeconds = 1.0
   /// A burst lasts at least this long: the worker may start inflating a
   /// little after the config-change callback.
   public var shortestSeconds = 0.5

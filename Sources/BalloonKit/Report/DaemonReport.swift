@@ -114,13 +114,17 @@ public struct DaemonReport: Sendable {
   /// What wakes the daemon and what it can promise then (README.md, "Wake-ups").
   static func wakeupsLine(_ wakeups: Wakeups, intervalMilliseconds: UInt64) -> String {
     let tick = "tick every \(interval(intervalMilliseconds))"
+    let target =
+      wakeups.targetProblem.map { "; the target is unknown (\($0)), so a release follows the size" }
+      ?? ""
     switch wakeups.mode {
     case .events:
+      let idle = wakeups.idleIntervalMilliseconds.map(interval) ?? "?"
       return
-        "events: \(wakeups.symbols.joined(separator: ", ")) (the balloon is watched every 5 ms from the host's request), and a \(tick)"
+        "events: \(wakeups.symbols.joined(separator: ", ")) (the balloon is watched every 5 ms from the host's request); tick every \(idle), every \(interval(intervalMilliseconds)) while held\(target)"
     case .tick:
       return
-        "\(tick) only (the balloon can grow for up to an interval before it is seen): \(wakeups.reason ?? "")"
+        "\(tick) only (the balloon can grow for up to an interval before it is seen): \(wakeups.reason ?? "")\(target)"
     }
   }
 
@@ -139,6 +143,8 @@ public struct DaemonReport: Sendable {
       ("wakeups", .optional(state.wakeups?.mode.rawValue)),
       ("wakeups_reason", .optional(state.wakeups?.reason)),
       ("wakeup_symbols", state.wakeups.map { .array($0.symbols.map(JSONValue.string)) } ?? .null),
+      ("idle_interval_ms", .optional(state.wakeups?.idleIntervalMilliseconds)),
+      ("target_problem", .optional(state.wakeups?.targetProblem)),
       ("limit_bytes", .optional(limitBytes)),
       ("updated_at", .signed(state.updatedAt)),
       ("state_file", .string(file)),

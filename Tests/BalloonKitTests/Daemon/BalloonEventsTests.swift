@@ -199,11 +199,43 @@ struct BalloonEventsTests {
     }
   }
 
+  // MARK: the PCI window under lockdown
+
+  final class CountingProbe: VirtioConfigProbe, @unchecked Sendable {
+    var calls = 0
+    let error: ProbeError
+    init(_ error: ProbeError) { self.error = error }
+    func readBalloonConfig(pciAddress: String) throws(ProbeError) -> VirtioBalloonConfig {
+      calls += 1
+      throw error
+    }
+  }
+
+  @Test("an EPERM from the window write is kept and not retried; other failures are retried")
+  func refusedOnce() {
+    let refusal = SysfsPCIConfigSpace.writeFailure(.notPermitted, path: "/sys/x/config")
+    let locked = CountingProbe(refusal)
+    let probe = RefusedOnceProbe(locked)
+    for _ in 0..<3 {
+      #expect {
+        _ = try probe.readBalloonConfig(pciAddress: "0000:00:04.0")
+      } throws: { error in
+        "\(error)"
+          == "PCI config space write refused (kernel lockdown?): Operation not permitted; not tried again until balloonctl restarts"
+      }
+    }
+    #expect(locked.calls == 1)
+    let busy = CountingProbe(ProbeError("/sys/x/config: cannot write: Device or resource busy"))
+    let retried = RefusedOnceProbe(busy)
+    for _ in 0..<3 { _ = try? retried.readBalloonConfig(pciAddress: "0000:00:04.0") }
+    #expect(busy.calls == 3)
+  }
+
   // MARK: state.json and status
 
   static func state(_ wakeups: Wakeups?) -> DaemonState {
     var state = DaemonState(
-      pid: 42, mode: "enforce", intervalMilliseconds: 5000, startedAt: 1_700_000_000)
+      pid: 42, mode: "enforce", intervalMilliseconds: 1000, startedAt: 1_700_000_000)
     state.updatedAt = 1_700_000_000
     state.wakeups = wakeups
     return state
@@ -211,13 +243,18 @@ struct BalloonEventsTests {
 
   @Test("the wake-up mode survives state.json and shows in status and status --json")
   func wakeupsRoundTrip() throws {
-    let events = Wakeups(mode: .events, symbols: ["virtballoon_changed [virtio_balloon]"])
+    let events = Wakeups(
+      mode: .events, symbols: ["virtballoon_changed [virtio_balloon]"],
+      idleIntervalMilliseconds: 5000)
     let tick = Wakeups(
       mode: .tick,
       reason:
         "perf_event_open of a kprobe on virtballoon_changed [virtio_balloon] failed: Operation not permitted (kernel lockdown is confidentiality: kprobes are refused)"
     )
-    for wakeups in [events, tick, nil] {
+    var blind = events
+    blind.targetProblem =
+      "PCI config space write refused (kernel lockdown?): Operation not permitted"
+    for wakeups in [events, tick, blind, nil] {
       let state = Self.state(wakeups)
       let bytes = Array(state.json().rendered(pretty: true).utf8)
       #expect(try DaemonState.parse(bytes, path: "state.json").wakeups == wakeups)
@@ -225,7 +262,7 @@ struct BalloonEventsTests {
     let report = DaemonReport(state: Self.state(tick), file: "state.json", running: true)
     #expect(
       report.lines(limitBytes: nil).contains(
-        "Wakeups   tick every 5 s only (the balloon can grow for up to an interval before it is seen): \(tick.reason!)"
+        "Wakeups   tick every 1 s only (the balloon can grow for up to an interval before it is seen): \(tick.reason!)"
       ))
     let json = report.json()
     #expect(json["wakeups"]?.string == "tick")
@@ -233,9 +270,15 @@ struct BalloonEventsTests {
     let eventsReport = DaemonReport(state: Self.state(events), file: "state.json", running: true)
     #expect(
       eventsReport.lines(limitBytes: nil).contains(
-        "Wakeups   events: virtballoon_changed [virtio_balloon] (the balloon is watched every 5 ms from the host's request), and a tick every 5 s"
+        "Wakeups   events: virtballoon_changed [virtio_balloon] (the balloon is watched every 5 ms from the host's request); tick every 5 s, every 1 s while held"
       ))
     #expect(eventsReport.json()["wakeups"]?.string == "events")
+    let blindReport = DaemonReport(state: Self.state(blind), file: "state.json", running: true)
+    #expect(
+      blindReport.lines(limitBytes: nil).contains(
+        "Wakeups   events: virtballoon_changed [virtio_balloon] (the balloon is watched every 5 ms from the host's request); tick every 5 s, every 1 s while held; the target is unknown (PCI config space write refused (kernel lockdown?): Operation not permitted), so a release follows the size"
+      ))
+    #expect(blindReport.json()["target_problem"]?.string == blind.targetProblem)
     #expect(eventsReport.json()["wakeups_reason"]?.isNull == true)
   }
 
@@ -248,8 +291,22 @@ struct BalloonEventsTests {
         #"{"mode": "events", "reason": "x", "symbols": ["a"]}"#,
         #""wakeups.reason" is set with mode events"#
       ),
-      (#"{"mode": "events", "reason": null, "symbols": []}"#, #""wakeups.symbols" is empty"#),
-      (#"{"mode": "events", "reason": null, "symbols": [1]}"#, #""wakeups.symbols[0]" is 1"#),
+      (
+        #"{"mode": "events", "reason": null, "symbols": []}"#,
+        #""wakeups.idle_interval_ms" is missing"#
+      ),
+      (
+        #"{"mode": "events", "reason": null, "symbols": [], "idle_interval_ms": 5000}"#,
+        #""wakeups.symbols" is empty"#
+      ),
+      (
+        #"{"mode": "events", "reason": null, "symbols": ["a"], "idle_interval_ms": 1}"#,
+        #""wakeups.idle_interval_ms" is 1"#
+      ),
+      (
+        #"{"mode": "events", "reason": null, "symbols": [1], "idle_interval_ms": 5000}"#,
+        #""wakeups.symbols[0]" is 1"#
+      ),
       (
         #"{"mode": "events", "reason": null, "symbols": ["a\u001b[2J"]}"#,
         #""wakeups.symbols[0]" contains a control"#
