@@ -84,13 +84,31 @@ public struct Wakeups: Sendable, Equatable {
 /// system only: never by `status`, `limit` or `run --once`, and never in
 /// tests (their parsers are tested on fixtures).
 public final class BalloonEvents {
-  public let events: [KprobeEvent]
+  public private(set) var events: [KprobeEvent]
   public let symbols: [KernelSymbol]
+  let root: Root
   public var fileDescriptors: [Int32] { events.map(\.fileDescriptor) }
 
-  private init(events: [KprobeEvent], symbols: [KernelSymbol]) {
+  private init(events: [KprobeEvent], symbols: [KernelSymbol], root: Root) {
     self.events = events
     self.symbols = symbols
+    self.root = root
+  }
+
+  /// Whether a probed function lives in a module: unloading it (VMware's
+  /// lever) takes the probe with it, and a reload puts the function elsewhere.
+  public var probesModules: Bool { symbols.contains { $0.module != nil } }
+
+  /// Opens the same probes again (after a udev event: the module may have
+  /// been reloaded) and closes the old ones; the reason when it cannot.
+  public func reattach() -> Unavailable? {
+    switch Self.open(root: root, symbols: symbols) {
+    case .success(let fresh):
+      events = fresh
+      return nil
+    case .failure(let unavailable):
+      return unavailable
+    }
   }
 
   /// The reason it cannot be used, one line for the log, `status` and state.json.
@@ -153,22 +171,36 @@ public final class BalloonEvents {
   static func open(root: Root, drivers: [any BalloonDriver]) -> Result<BalloonEvents, Unavailable> {
     precondition(root.isLive, "probes attach on the live system only")
     let symbols: [KernelSymbol]
-    let pmuType: UInt32
-    let cpus: [Int32]
     do {
-      guard let type = try KprobePMU.type(root: root) else {
+      guard try KprobePMU.type(root: root) != nil else {
         return .failure(
           Unavailable(
             reason:
               "the kernel has no kprobe PMU (\(KprobePMU.typePath) is absent: built without KPROBE_EVENTS or PERF_EVENTS)"
           ))
       }
-      pmuType = type
       let names = Set(drivers.flatMap(\.eventSymbols).map(\.name))
       switch choose(try KallsymsScanner.find(names, root: root), drivers: drivers) {
       case .success(let chosen): symbols = chosen
       case .failure(let reason): return .failure(reason)
       }
+    } catch {
+      return .failure(Unavailable(reason: "\(error)"))
+    }
+    return open(root: root, symbols: symbols).map {
+      BalloonEvents(events: $0, symbols: symbols, root: root)
+    }
+  }
+
+  /// A probe per symbol per online CPU.
+  static func open(root: Root, symbols: [KernelSymbol]) -> Result<[KprobeEvent], Unavailable> {
+    let pmuType: UInt32
+    let cpus: [Int32]
+    do {
+      guard let type = try KprobePMU.type(root: root) else {
+        return .failure(Unavailable(reason: "the kernel has no kprobe PMU any more"))
+      }
+      pmuType = type
       cpus = try OnlineCPUs.read(root: root)
     } catch {
       return .failure(Unavailable(reason: "\(error)"))
@@ -183,7 +215,7 @@ public final class BalloonEvents {
         }
       }
     }
-    return .success(BalloonEvents(events: events, symbols: symbols))
+    return .success(events)
   }
 
   /// Why perf_event_open failed, with the likely cause of an EPERM.

@@ -97,6 +97,7 @@ public final class DaemonLoop {
         }
         if monitor.eventsLost { logger.warning("udev events were lost; rediscovering") }
         controller.invalidateDevices()
+        reattachEvents()
       }
       if reasons.contains(.pressure) { logger.info("memory pressure event") }
       if reasons.contains(.balloonEvent) {
@@ -212,6 +213,20 @@ public final class DaemonLoop {
     }
     logger.debug("event burst over", metadata: ["balloon_bytes": "\(balloonBytes ?? 0)"])
     return nil
+  }
+
+  /// A udev event may be a balloon module unloaded or loaded again (the
+  /// VMware lever): a probe on a module's function does not survive that,
+  /// so the probes are opened again. While the module is out, the old ones
+  /// stay (they cannot fire) and the next udev event tries again.
+  private func reattachEvents() {
+    guard let events, events.probesModules else { return }
+    if let unavailable = events.reattach() {
+      logger.info("balloon events not re-attached", metadata: ["reason": "\(unavailable)"])
+      return
+    }
+    // The old fds are closed by now: swap them out before the next poll().
+    waiter.replaceEventFDs(events.fileDescriptors)
   }
 
   private func noteDrained(_ drained: BalloonEvents.Drained) {

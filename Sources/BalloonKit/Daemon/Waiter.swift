@@ -38,7 +38,7 @@ public final class Waiter {
   private let pressureFD: Int32?
   private let signalFD: Int32?
   private let kmsgFD: Int32?
-  private let eventFDs: Set<Int32>
+  private var eventFDs: Set<Int32>
 
   public init(
     monitorFD: Int32?, pressureFD: Int32?, signalFD: Int32?, kmsgFD: Int32? = nil,
@@ -55,6 +55,13 @@ public final class Waiter {
     if let pressureFD { fds.append(pollfd(fd: pressureFD, events: Int16(POLLPRI), revents: 0)) }
     if let kmsgFD { fds.append(pollfd(fd: kmsgFD, events: Int16(POLLIN), revents: 0)) }
     for fd in eventFDs { fds.append(pollfd(fd: fd, events: Int16(POLLIN), revents: 0)) }
+  }
+
+  /// The balloon events' fds after they were opened again (BalloonEvents.reattach).
+  public func replaceEventFDs(_ fresh: [Int32]) {
+    fds.removeAll { eventFDs.contains($0.fd) }
+    eventFDs = Set(fresh)
+    for fd in fresh { fds.append(pollfd(fd: fd, events: Int16(POLLIN), revents: 0)) }
   }
 
   public func wait(timeoutMilliseconds: Int32) -> WakeReasons {
