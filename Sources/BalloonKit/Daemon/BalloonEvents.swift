@@ -184,6 +184,17 @@ public final class BalloonEvents {
       case .success(let chosen): symbols = chosen
       case .failure(let reason): return .failure(reason)
       }
+    } catch let error where error.isRefusal {
+      // systemd's ProtectKernelTunables= makes /proc/kallsyms inaccessible
+      // (the packaged unit): the kernel then checks the names itself, and
+      // perf_event_open fails for one it does not have.
+      let declared = drivers.flatMap(\.eventSymbols)
+      switch open(root: root, symbols: declared) {
+      case .success(let events):
+        return .success(BalloonEvents(events: events, symbols: declared, root: root))
+      case .failure(let unavailable):
+        return .failure(Unavailable(reason: "\(error); then \(unavailable.reason)"))
+      }
     } catch {
       return .failure(Unavailable(reason: "\(error)"))
     }
@@ -282,5 +293,15 @@ public enum KernelLockdown {
     }
     guard selected.count == 1 else { return nil }
     return String(selected[0].dropFirst().dropLast())
+  }
+}
+
+extension SourceError {
+  /// The file exists but may not be read here (EACCES, EPERM).
+  var isRefusal: Bool {
+    if case .unreadable(let errno) = problem {
+      return errno == .permissionDenied || errno == .notPermitted
+    }
+    return false
   }
 }

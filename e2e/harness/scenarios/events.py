@@ -116,11 +116,50 @@ def _series(g: Guest, runs: int, events: bool, request_of: Any, rng: random.Rand
     }
 
 
+def _inflate_times(g: Guest, events: bool, reps: int, size: int) -> list[float]:
+    """`reps` inflates of `size` under a report-mode daemon (it acts on
+    nothing), with or without its probe; seconds from the request to the size."""
+    pid, _ = start_and_wait_daemon(g, interval=1.0, mode="report", probe_target=False, events=events)
+    times = []
+    try:
+        for _ in range(reps):
+            t0 = g.set_balloon_size(size)
+            g.wait_actual(lambda a: a <= g.ram_bytes - size, timeout=60, period=0.01)
+            times.append(g.now() - t0)
+            g.set_balloon_size(0)
+            g.wait_actual(lambda a: a == g.ram_bytes, timeout=60)
+            time.sleep(0.5)
+    finally:
+        _stop_daemon(g, pid)
+    return times
+
+
+def _probe_cost(g: Guest, reps: int) -> dict[str, Any]:
+    """A 324 MiB inflate with the daemon's probe attached (and its 5 ms
+    watch running, report mode) against the same without events."""
+    size = 324 * MiB
+    with_probe = _inflate_times(g, True, reps, size)
+    without = _inflate_times(g, False, reps, size)
+    a, b = sorted(with_probe)[len(with_probe) // 2], sorted(without)[len(without) // 2]
+    res = {"inflate_with_s": [round(t, 3) for t in with_probe], "inflate_without_s": [round(t, 3) for t in without],
+           "median_with_s": round(a, 3), "median_without_s": round(b, 3),
+           "slowdown_pct": round((a - b) / b * 100, 1) if b > 0 else None}
+    problems = []
+    if res["slowdown_pct"] is None or res["slowdown_pct"] > 5:
+        problems.append(f"the inflate is {res['slowdown_pct']} % slower with the probe (> 5 %)")
+    return verdict(res, problems)
+
+
 def _race(ctx: Context, rng: random.Random) -> dict[str, Any]:
     runs = int(ctx.opts.get("events_race_runs", 5))
     res: dict[str, Any] = {}
     with ctx.guest("events-race", mem_mib=1024, deflate_on_oom=False, swap_mib=0) as g:
         res["boot_s"] = round(g.boot(), 2)
+        # The probe's cost first, before anything is pinned (its own result).
+        try:
+            ctx.shared["events_probe_cost"] = _probe_cost(g, int(ctx.opts.get("events_cost_reps", 3)))
+        except (GuestError, KeyError, TypeError) as e:
+            ctx.shared["events_probe_cost"] = {"passed": False, "reason": f"{type(e).__name__}: {e}"}
         res.update(pin_memory(g, 512))
         request = page_align(int(g.ram_bytes * 0.65))
         ev = _series(g, runs, True, lambda _limit: request, rng)
@@ -210,6 +249,9 @@ def run(ctx: Context) -> dict:
         except (GuestError, KeyError, TypeError) as e:
             parts[name] = {"passed": False, "reason": f"{type(e).__name__}: {e}"}
         parts[name]["seconds"] = round(time.monotonic() - t0, 1)
+        if name == "race":
+            parts["probe_cost"] = ctx.shared.pop("events_probe_cost", {"passed": False, "reason": "not run"})
+            wanted = wanted + ["probe_cost"]
     problems = [f"{n}: {parts[n].get('reason')}" for n in wanted if not parts[n].get("passed")]
     return verdict(parts, problems)
 
@@ -226,6 +268,10 @@ def describe(r: dict) -> list[str]:
                     f"{b.get('oom_kills')}, over limit max {fmt_ms(b.get('max_over_limit_ms'))}, reaction p50 "
                     f"{fmt_ms(b.get('reaction_p50_ms'))} p99 {fmt_ms(b.get('reaction_p99_ms'))}, balloon at release max "
                     f"{fmt_mib(b.get('max_balloon_before_release_bytes'))}")
+    pc = r.get("probe_cost") or {}
+    if pc:
+        bits.append(f"probe cost: 324 MiB inflate {pc.get('median_with_s')} s with the probe, "
+                    f"{pc.get('median_without_s')} s without ({pc.get('slowdown_pct')} %)")
     fb = r.get("fallback") or {}
     if fb:
         bits.append(f"fallback: wakeups {fb.get('wakeups')}, OOM kills {fb.get('oom_kills')}: {fb.get('reason')}")
@@ -236,4 +282,4 @@ def describe(r: dict) -> list[str]:
     return bits
 
 
-SCENARIO = Scenario("events", run, describe, result_keys=["race", "fallback", "lockdown", "seed"])
+SCENARIO = Scenario("events", run, describe, result_keys=["race", "fallback", "lockdown", "probe_cost", "seed"])
