@@ -337,7 +337,10 @@ struct RunCommand: ParsableCommand {
       onExit: settings.onExit, logger: logger,
       lockMemory: root.isLive,
       oomWatch: OOMWatch(follower: kmsg, baseline: first.snapshot.vmstat.oomKill),
-      events: events, refusedProbe: probe
+      events: events, refusedProbe: probe,
+      openEvents: settings.events && root.isLive && !once
+        ? { BalloonEvents.open(root: root) } : nil,
+      eventsIntervalSeconds: settings.eventsIntervalSeconds
     ).run()
     _ = lock
   }

@@ -231,11 +231,12 @@ public final class BalloonEvents {
 
   /// Why perf_event_open failed, with the likely cause of an EPERM.
   static func refusal(symbol: KernelSymbol, error: Errno, root: Root) -> String {
-    var text = "perf_event_open of a kprobe on \(symbol) failed: \(error)"
+    // Worded apart from the PCI window probe's failures (status, the journal).
+    var text = "perf_event_open for \(symbol) failed: \(error)"
     if error == .notPermitted || error == .permissionDenied {
       let lockdown = KernelLockdown.mode(root: root)
       if let lockdown, lockdown == "confidentiality" {
-        text += " (kernel lockdown is \(lockdown): kprobes are refused)"
+        text += " (kernel lockdown is \(lockdown), which allows no kernel instrumentation)"
       } else {
         text += " (needs CAP_PERFMON or CAP_SYS_ADMIN, and perf_event_open in the syscall filter)"
       }

@@ -377,6 +377,12 @@ public final class Controller {
     return (record, reading.snapshot)
   }
 
+  /// The daemon's events were attached after start-up (the driver's module
+  /// loaded after the daemon started): recorded for `status`.
+  public func recordWakeups(_ wakeups: Wakeups) throws(SourceError) {
+    try recorder.recordWakeups(wakeups, now: Clock.boottime(), wall: Clock.wall())
+  }
+
   /// The PCI window refused its write (RefusedOnceProbe): kept in the state
   /// file beside the wake-up mode, for `status`.
   public func recordTargetProblem(_ problem: String) throws(SourceError) {

@@ -23,7 +23,7 @@ public final class DaemonLoop {
   let metrics: MetricsFile?
   let intervalMilliseconds: Int32
   /// The tick while events wake the daemon and no balloon is held (nil: always the interval).
-  let idleIntervalMilliseconds: Int32?
+  private(set) var idleIntervalMilliseconds: Int32?
   let onExit: ExitPolicy
   let logger: Logger
   /// Lock the tick's pages before the first wait (the live daemon only).
@@ -31,7 +31,13 @@ public final class DaemonLoop {
   /// Finds OOM kills to record (kernel log and `oom_kill`); nil records none.
   let oomWatch: OOMWatch?
   /// The balloon drivers' kprobes (nil: the daemon ticks only).
-  let events: BalloonEvents?
+  private(set) var events: BalloonEvents?
+  /// Opens the events when they could not be at start-up (the balloon
+  /// driver's module not loaded yet, as when udev starts the service for
+  /// the device): tried again on each udev event. nil: not wanted.
+  let openEvents: (() -> Result<BalloonEvents, BalloonEvents.Unavailable>)?
+  /// The idle interval the events bring when they are attached later.
+  let eventsIntervalSeconds: Double?
   let burst: EventBurst
   private var failing = false
   private var loggedOOMProblem: String?
@@ -49,8 +55,12 @@ public final class DaemonLoop {
     metrics: MetricsFile?, intervalSeconds: Double, idleIntervalSeconds: Double? = nil,
     onExit: ExitPolicy, logger: Logger,
     lockMemory: Bool = false, oomWatch: OOMWatch? = nil, events: BalloonEvents? = nil,
-    burst: EventBurst = EventBurst(), refusedProbe: RefusedOnceProbe? = nil
+    burst: EventBurst = EventBurst(), refusedProbe: RefusedOnceProbe? = nil,
+    openEvents: (() -> Result<BalloonEvents, BalloonEvents.Unavailable>)? = nil,
+    eventsIntervalSeconds: Double? = nil
   ) {
+    self.openEvents = openEvents
+    self.eventsIntervalSeconds = eventsIntervalSeconds
     self.refusedProbe = refusedProbe
     self.events = events
     self.burst = burst
@@ -220,13 +230,38 @@ public final class DaemonLoop {
   /// so the probes are opened again. While the module is out, the old ones
   /// stay (they cannot fire) and the next udev event tries again.
   private func reattachEvents() {
-    guard let events, events.probesModules else { return }
+    guard let events else {
+      attachLateEvents()
+      return
+    }
+    guard events.probesModules else { return }
     if let unavailable = events.reattach() {
       logger.info("balloon events not re-attached", metadata: ["reason": "\(unavailable)"])
       return
     }
     // The old fds are closed by now: swap them out before the next poll().
     waiter.replaceEventFDs(events.fileDescriptors)
+  }
+
+  /// The events that could not be opened at start-up, tried again (quietly:
+  /// the start-up warning said why); on success the state says so.
+  private func attachLateEvents() {
+    guard let openEvents, let eventsIntervalSeconds,
+      case .success(let opened) = openEvents()
+    else { return }
+    events = opened
+    waiter.replaceEventFDs(opened.fileDescriptors)
+    let idle = UInt64((eventsIntervalSeconds * 1000).rounded())
+    idleIntervalMilliseconds = Int32(idle)
+    let names = opened.symbols.map(\.description)
+    logger.notice(
+      "balloon driver events attached", metadata: ["functions": "\(names.joined(separator: ", "))"])
+    do {
+      try controller.recordWakeups(
+        Wakeups(mode: .events, symbols: names, idleIntervalMilliseconds: idle))
+    } catch {
+      logger.error("state not written", metadata: ["error": "\(error)"])
+    }
   }
 
   private func noteDrained(_ drained: BalloonEvents.Drained) {

@@ -249,7 +249,7 @@ struct BalloonEventsTests {
     let tick = Wakeups(
       mode: .tick,
       reason:
-        "perf_event_open of a kprobe on virtballoon_changed [virtio_balloon] failed: Operation not permitted (kernel lockdown is confidentiality: kprobes are refused)"
+        "perf_event_open for virtballoon_changed [virtio_balloon] failed: Operation not permitted (kernel lockdown is confidentiality, which allows no kernel instrumentation)"
     )
     var blind = events
     blind.targetProblem =
