@@ -5,7 +5,7 @@
 #   1. promtool check rules / test rules on monitoring/balloonctl-alerts.yml
 #      (balloonctl-alerts.test.yml: series that fire each alert and series
 #      that must not).
-#   2. The real daemon, `run --mode report --no-probe-target` on this machine
+#   2. The real daemon, `run --mode report --no-probe-target --no-events` on this machine
 #      (report mode changes nothing; a temporary state directory), writes its
 #      own file; `promtool check metrics` finds nothing to say about it.
 #   3. node_exporter with only the textfile collector, on a free localhost
@@ -79,7 +79,7 @@ mkdir -m 0755 "$textdir"
 prom=$textdir/balloonctl.prom
 
 start_daemon() {
-	"$bin" run --mode report --no-probe-target --interval 0.5 --log-level info \
+	"$bin" run --mode report --no-probe-target --no-events --interval 0.5 --log-level info \
 		--state-dir "$scratch/state" --metrics-file "$prom" 2>>"$scratch/daemon.log" &
 	daemon=$!
 	i=0

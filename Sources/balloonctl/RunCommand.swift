@@ -13,8 +13,9 @@ struct RunCommand: ParsableCommand {
     commandName: "run",
     abstract: "Hold the balloon under the pinned-aware limit (the daemon).",
     discussion: """
-      Every interval, and at once on a udev event for the balloon or a memory-pressure \
-      (PSI) event, it reads the balloon, the pinned memory and the limit, decides, and in \
+      Every interval, and at once on a udev event for the balloon, a memory-pressure \
+      (PSI) event, or the balloon driver's own event (a kprobe on the function it runs \
+      when the host asks for a new size; then every 5 ms while the balloon moves), it reads the balloon, the pinned memory and the limit, decides, and in \
       enforce mode pulls the balloon's lever:
 
         virtio   release: unbind virtio_balloon (the balloon deflates fully and the host \
@@ -58,6 +59,16 @@ struct RunCommand: ParsableCommand {
 
   @Option(name: .customLong(RunSetting.interval.flag), help: RunSetting.interval.argumentHelp)
   var interval: Double?
+
+  @Flag(
+    name: .customLong(RunSetting.events.flag), inversion: .prefixedNo,
+    help: RunSetting.events.argumentHelp)
+  var events: Bool?
+
+  @Option(
+    name: .customLong(RunSetting.eventsInterval.flag),
+    help: RunSetting.eventsInterval.argumentHelp)
+  var eventsInterval: Double?
 
   @Option(name: .customLong(RunSetting.margin.flag), help: RunSetting.margin.argumentHelp)
   var margin: Double?
@@ -107,6 +118,8 @@ struct RunCommand: ParsableCommand {
     var flags = RunSettings()
     flags.mode = mode
     flags.intervalSeconds = interval
+    flags.events = events
+    flags.eventsIntervalSeconds = eventsInterval
     flags.margin = margin
     flags.fraction = fraction
     flags.probeTarget = probeTarget
@@ -191,19 +204,49 @@ struct RunCommand: ParsableCommand {
     }
     let previous = resume?.state
 
+    // The balloon drivers' events: attached by the daemon only, never by
+    // --once (nor by status or limit), and only on the live system.
+    var controllerConfig = settings.controller
+    var events: BalloonEvents?
+    if !once {
+      let wakeups: Wakeups
+      if !settings.events {
+        wakeups = Wakeups(
+          mode: .tick, reason: "events are turned off (\(RunSetting.events.key)=no or --no-events)")
+      } else {
+        switch BalloonEvents.open(root: root) {
+        case .success(let opened):
+          events = opened
+          wakeups = Wakeups(
+            mode: .events, symbols: opened.symbols.map(\.description),
+            idleIntervalMilliseconds: UInt64((settings.eventsIntervalSeconds * 1000).rounded()))
+        case .failure(let unavailable):
+          // Logged once; status and state.json keep saying it.
+          logger.warning(
+            "balloon driver events unavailable; ticking every interval",
+            metadata: ["reason": "\(unavailable.reason)"])
+          wakeups = Wakeups(mode: .tick, reason: unavailable.reason)
+        }
+      }
+      controllerConfig.wakeups = wakeups
+    }
+    // While events work and nothing is held, ticks are only a backstop.
+    let idleTickSeconds = events == nil ? nil : settings.eventsIntervalSeconds
+
+    let probe = settings.probeTarget ? RefusedOnceProbe(VirtioPCIWindowProbe(root: root)) : nil
     let controller = Controller(
       root: root,
-      config: settings.controller,
+      config: controllerConfig,
       actuators: settings.mode == .enforce
         ? Actuators(root: root, vmwShrinker: settings.vmwShrinker, enabledLevers: settings.levers)
         : nil,
-      probe: settings.probeTarget ? VirtioPCIWindowProbe(root: root) : nil,
+      probe: probe,
       store: once && settings.mode == .report ? nil : store,
       previous: previous, pid: getpid(), logger: logger)
     let metrics = settings.metricsFile.map {
       MetricsFile(
         path: FilePath($0), version: BalloonctlVersion.string, mode: settings.mode,
-        intervalSeconds: settings.intervalSeconds)
+        intervalSeconds: max(settings.intervalSeconds, idleTickSeconds ?? 0))
     }
 
     if once {
@@ -255,12 +298,16 @@ struct RunCommand: ParsableCommand {
     }
     let waiter = Waiter(
       monitorFD: monitor?.fileDescriptor, pressureFD: pressure?.fileDescriptor,
-      signalFD: signals.fileDescriptor, kmsgFD: kmsg?.fileDescriptor)
+      signalFD: signals.fileDescriptor, kmsgFD: kmsg?.fileDescriptor,
+      eventFDs: events?.fileDescriptors ?? [])
 
     logger.notice(
       "balloonctl run started",
       metadata: [
         "mode": "\(settings.mode.rawValue)", "interval_s": "\(settings.intervalSeconds)",
+        "idle_interval_s": "\(idleTickSeconds.map { "\($0)" } ?? "none")",
+        "wakeups":
+          "\(events.map { "events (\($0.symbols.map(\.description).joined(separator: ", ")), \($0.events.count) probes)" } ?? "tick")",
         "margin": "\(settings.margin)", "fraction": "\(settings.fraction)",
         "probe_target": "\(settings.probeTarget)",
         "levers": "\(settings.levers.map(\.rawValue).sorted())",
@@ -286,9 +333,14 @@ struct RunCommand: ParsableCommand {
 
     try DaemonLoop(
       controller: controller, waiter: waiter, monitor: monitor, signals: signals, metrics: metrics,
-      intervalSeconds: settings.intervalSeconds, onExit: settings.onExit, logger: logger,
+      intervalSeconds: settings.intervalSeconds, idleIntervalSeconds: idleTickSeconds,
+      onExit: settings.onExit, logger: logger,
       lockMemory: root.isLive,
-      oomWatch: OOMWatch(follower: kmsg, baseline: first.snapshot.vmstat.oomKill)
+      oomWatch: OOMWatch(follower: kmsg, baseline: first.snapshot.vmstat.oomKill),
+      events: events, refusedProbe: probe,
+      openEvents: settings.events && root.isLive && !once
+        ? { BalloonEvents.open(root: root) } : nil,
+      eventsIntervalSeconds: settings.eventsIntervalSeconds
     ).run()
     _ = lock
   }

@@ -7,6 +7,8 @@ public import Logging
 public struct RunConfiguration: Sendable, Equatable {
   public var mode: ControlMode
   public var intervalSeconds: Double
+  public var events: Bool
+  public var eventsIntervalSeconds: Double
   public var margin: Double
   public var fraction: Double
   public var probeTarget: Bool
@@ -27,6 +29,8 @@ public struct RunConfiguration: Sendable, Equatable {
       setting.value(flags: flags, file: file, mode: mode)
     }
     intervalSeconds = value(RunSetting.interval)
+    events = value(RunSetting.events)
+    eventsIntervalSeconds = value(RunSetting.eventsInterval)
     margin = value(RunSetting.margin)
     fraction = value(RunSetting.fraction)
     probeTarget = value(RunSetting.probeTarget)

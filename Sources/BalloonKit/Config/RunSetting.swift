@@ -19,6 +19,21 @@ public enum RunSetting {
     rule: "must be \(text(intervalRange)) seconds", default: 1, field: \.intervalSeconds,
     parse: decimal, isValid: { intervalRange.contains($0) }, describe: text)
 
+  public static let events = Setting<Bool, Bool>(
+    name: "events", flag: "events", key: "BALLOONCTL_EVENTS",
+    help:
+      "Wake on the balloon driver's own events (a kprobe perf event on its target-change function, no BPF); when they cannot be used, tick every interval.",
+    expected: "yes or no", default: true, field: \.events, parse: yesNo, describe: text)
+
+  public static let eventsInterval = Setting<Double, Double>(
+    name: "events_interval_s", flag: "events-interval", key: "BALLOONCTL_EVENTS_INTERVAL",
+    valueName: "seconds",
+    help:
+      "Seconds between ticks while events wake the daemon, \(text(intervalRange)); the interval applies when they do not.",
+    expected: "seconds between ticks with events, \(text(intervalRange))",
+    rule: "must be \(text(intervalRange)) seconds", default: 5, field: \.eventsIntervalSeconds,
+    parse: decimal, isValid: { intervalRange.contains($0) }, describe: text)
+
   public static let margin = Setting<Double, Double>(
     name: "margin", flag: "margin", key: "BALLOONCTL_MARGIN", valueName: "m",
     help: "Re-admit when the target is at or below limit × (1 − margin), \(text(marginRange)).",
@@ -84,7 +99,8 @@ public enum RunSetting {
     }, describe: { $0 })
 
   public static let all: [any AnySetting] = [
-    mode, interval, margin, fraction, probeTarget, vmwShrinker, levers, logLevel, onExit,
+    mode, interval, events, eventsInterval, margin, fraction, probeTarget, vmwShrinker, levers,
+    logLevel, onExit,
     metricsFile,
   ]
 

@@ -9,6 +9,8 @@ public import SystemPackage
 public struct RunSettings: Sendable, Equatable {
   public var mode: ControlMode?
   public var intervalSeconds: Double?
+  public var events: Bool?
+  public var eventsIntervalSeconds: Double?
   public var margin: Double?
   public var fraction: Double?
   public var probeTarget: Bool?

@@ -25,6 +25,9 @@ public struct ControllerConfig: Sendable {
   /// The run's settings, recorded in the state file for `status`; nil when
   /// not a run (`balloonctl readmit`, tests).
   public var settings: RecordedSettings?
+  /// How the daemon is woken, recorded in the state file for `status`; nil
+  /// when not a daemon (`run --once`, `balloonctl readmit`, tests).
+  public var wakeups: Wakeups?
 
   public init(
     mode: ControlMode, fraction: Double = BalloonLimit.defaultFraction,
@@ -106,6 +109,7 @@ public final class Controller {
       startedAt: Clock.wall())
     // The effective settings, so `status` judges the hold by this daemon's own.
     state.settings = config.settings
+    state.wakeups = config.wakeups
     // Xen grants from a previous run of this boot are resumed; from another
     // boot they are dropped, so they are not written back as this boot's.
     let resumed = previous.map {
@@ -408,6 +412,18 @@ public final class Controller {
       victim: victim, snapshot: reading.snapshot, wall: wall, now: now, victimGone: gone)
     try recorder.recordOOM(record, now: now, wall: wall)
     return (record, reading.snapshot)
+  }
+
+  /// The daemon's events were attached after start-up (the driver's module
+  /// loaded after the daemon started): recorded for `status`.
+  public func recordWakeups(_ wakeups: Wakeups) throws(SourceError) {
+    try recorder.recordWakeups(wakeups, now: Clock.boottime(), wall: Clock.wall())
+  }
+
+  /// The PCI window refused its write (RefusedOnceProbe): kept in the state
+  /// file beside the wake-up mode, for `status`.
+  public func recordTargetProblem(_ problem: String) throws(SourceError) {
+    try recorder.recordTargetProblem(problem, now: Clock.boottime(), wall: Clock.wall())
   }
 
   /// Writes the state now (at start-up, so `status` sees the daemon at once).

@@ -22,20 +22,48 @@ public final class DaemonLoop {
   let signals: SignalChannel?
   let metrics: MetricsFile?
   let intervalMilliseconds: Int32
+  /// The tick while events wake the daemon and no balloon is held (nil: always the interval).
+  private(set) var idleIntervalMilliseconds: Int32?
   let onExit: ExitPolicy
   let logger: Logger
   /// Lock the tick's pages before the first wait (the live daemon only).
   let lockMemory: Bool
   /// Finds OOM kills to record (kernel log and `oom_kill`); nil records none.
   let oomWatch: OOMWatch?
+  /// The balloon drivers' kprobes (nil: the daemon ticks only).
+  private(set) var events: BalloonEvents?
+  /// Opens the events when they could not be at start-up (the balloon
+  /// driver's module not loaded yet, as when udev starts the service for
+  /// the device): tried again on each udev event. nil: not wanted.
+  let openEvents: (() -> Result<BalloonEvents, BalloonEvents.Unavailable>)?
+  /// The idle interval the events bring when they are attached later.
+  let eventsIntervalSeconds: Double?
+  let burst: EventBurst
   private var failing = false
   private var loggedOOMProblem: String?
+  private var loggedEventProblem = false
+  /// The daemon's PCI window probe, whose refusal is logged and recorded once.
+  let refusedProbe: RefusedOnceProbe?
+  private var recordedRefusal = false
+  /// Σ of the balloons' sizes at the last full tick (the burst watches it).
+  private var balloonBytes: UInt64?
+  /// How many event bursts ran.
+  public private(set) var burstsRun = 0
 
   public init(
     controller: Controller, waiter: Waiter, monitor: BalloonEventMonitor?, signals: SignalChannel?,
-    metrics: MetricsFile?, intervalSeconds: Double, onExit: ExitPolicy, logger: Logger,
-    lockMemory: Bool = false, oomWatch: OOMWatch? = nil
+    metrics: MetricsFile?, intervalSeconds: Double, idleIntervalSeconds: Double? = nil,
+    onExit: ExitPolicy, logger: Logger,
+    lockMemory: Bool = false, oomWatch: OOMWatch? = nil, events: BalloonEvents? = nil,
+    burst: EventBurst = EventBurst(), refusedProbe: RefusedOnceProbe? = nil,
+    openEvents: (() -> Result<BalloonEvents, BalloonEvents.Unavailable>)? = nil,
+    eventsIntervalSeconds: Double? = nil
   ) {
+    self.openEvents = openEvents
+    self.eventsIntervalSeconds = eventsIntervalSeconds
+    self.refusedProbe = refusedProbe
+    self.events = events
+    self.burst = burst
     self.oomWatch = oomWatch
     self.controller = controller
     self.waiter = waiter
@@ -43,6 +71,7 @@ public final class DaemonLoop {
     self.signals = signals
     self.metrics = metrics
     self.intervalMilliseconds = Int32((intervalSeconds * 1000).rounded())
+    self.idleIntervalMilliseconds = idleIntervalSeconds.map { Int32(($0 * 1000).rounded()) }
     self.onExit = onExit
     self.logger = logger
     self.lockMemory = lockMemory
@@ -54,14 +83,13 @@ public final class DaemonLoop {
     // ticks: what gets locked is what the loop touches from now on, not what
     // argument parsing and set-up touched (see SelfProtection.lockWorkingSet).
     if lockMemory { lockWorkingSet() }
-    let interval = Double(intervalMilliseconds) / 1000
-    var nextTick = Clock.boottime() + interval
+    var nextTick = Clock.boottime() + Double(currentIntervalMilliseconds) / 1000
     var ticksBeforeRelock = lockMemory ? Self.relockAfterTicks : 0
     while true {
       // Up to the next tick: a kernel log record that is no OOM kill wakes
       // the loop but does not move the tick.
       let left = (nextTick - Clock.boottime()) * 1000
-      let timeout = left <= 0 ? 0 : min(intervalMilliseconds, Int32(left.rounded(.up)))
+      let timeout = left <= 0 ? 0 : min(currentIntervalMilliseconds, Int32(left.rounded(.up)))
       let reasons = waiter.wait(timeoutMilliseconds: timeout)
       if reasons.contains(.interrupted) {
         let names = (signals?.drain() ?? []).map(SignalChannel.name)
@@ -79,8 +107,17 @@ public final class DaemonLoop {
         }
         if monitor.eventsLost { logger.warning("udev events were lost; rediscovering") }
         controller.invalidateDevices()
+        reattachEvents()
       }
       if reasons.contains(.pressure) { logger.info("memory pressure event") }
+      if reasons.contains(.balloonEvent) {
+        if let blocked = watchAfterEvent() {
+          logger.critical("restart needed", metadata: ["error": "\(blocked)"])
+          throw RestartNeeded(error: blocked)
+        }
+        nextTick = Clock.boottime() + Double(currentIntervalMilliseconds) / 1000
+        if reasons == [.balloonEvent] { continue }
+      }
       // Before the tick: the record is taken while the OOM is fresh.
       var killed = false
       if reasons.contains(.kernelLog), let oomWatch { killed = recordOOMs(oomWatch.drainLog()) }
@@ -96,18 +133,34 @@ public final class DaemonLoop {
         logger.critical("restart needed", metadata: ["error": "\(blocked)"])
         throw RestartNeeded(error: blocked)
       }
-      nextTick = Clock.boottime() + interval
+      nextTick = Clock.boottime() + Double(currentIntervalMilliseconds) / 1000
     }
     finish()
   }
 
-  /// One tick; returns a lever error that only a restart can cure.
-  public func tick() -> ActuatorError? {
+  /// The tick: the idle interval while events wake the daemon and no
+  /// balloon is held; else the interval (a held virtio balloon is unbound,
+  /// so its driver's event cannot fire, and re-admitting is the tick's).
+  var currentIntervalMilliseconds: Int32 {
+    guard let idleIntervalMilliseconds,
+      !controller.state.balloons.contains(where: { $0.hold.held })
+    else { return intervalMilliseconds }
+    return idleIntervalMilliseconds
+  }
+
+  /// One tick; returns a lever error that only a restart can cure. `full`:
+  /// never the steady shortcut (an event burst needs the size each tick).
+  public func tick(full: Bool = false) -> ActuatorError? {
     // The idle tick that needs no report (Controller.steadyTick); not while
     // failing, so the recovery is logged by the full tick.
-    if metrics == nil, !failing, controller.steadyTick() { return nil }
+    if !full, metrics == nil, !failing, controller.steadyTick() { return nil }
     do {
       let report = try controller.tick()
+      var bytes: UInt64 = 0
+      for balloon in report.snapshot.balloons {
+        bytes = bytes +| (balloon.effectiveCurrentBytes ?? 0)
+      }
+      balloonBytes = bytes
       if let blocked = report.performed.lazy.compactMap(\.error).first(where: \.needsRestart) {
         return blocked
       }
@@ -116,6 +169,14 @@ public final class DaemonLoop {
         recordOOMs(oomWatch.counter(count))
       }
       try metrics?.write(report, state: controller.state)
+      if !recordedRefusal, let refusal = refusedProbe?.refusal {
+        // Once: the probe no longer writes, and the state says why.
+        recordedRefusal = true
+        logger.warning(
+          "the PCI window's write was refused; the target is unknown, a release follows the size",
+          metadata: ["error": "\(refusal)"])
+        try controller.recordTargetProblem(refusal.reason)
+      }
       if failing {
         logger.notice("reading recovered")
         failing = false
@@ -127,6 +188,90 @@ public final class DaemonLoop {
       failing = true
     }
     return nil
+  }
+
+  /// After a balloon driver's event: tick at once, then every
+  /// `burst.stepMilliseconds` while the balloons' size moves (and at least
+  /// `burst.shortestSeconds`), so a balloon inflating towards a new target
+  /// is released the moment it crosses the limit, whether or not its target
+  /// can be read (the tick's policy). Each tick reads procfs and sysfs only.
+  /// More events during the burst extend it. Signals, udev and the kernel
+  /// log are level-triggered and wait for the main loop.
+  func watchAfterEvent() -> ActuatorError? {
+    guard let events else { return nil }
+    burstsRun &+= 1
+    noteDrained(events.drain())
+    var start = Clock.boottime()
+    var stableSince = start
+    // The steady-tick shortcut is skipped: the burst needs the size each tick.
+    var previous: UInt64? = nil
+    while true {
+      if let blocked = tick(full: true) { return blocked }
+      let now = Clock.boottime()
+      if balloonBytes != previous {
+        previous = balloonBytes
+        stableSince = now
+      }
+      let quiet = now - stableSince >= burst.quietSeconds && now - start >= burst.shortestSeconds
+      if quiet || now - start >= burst.longestSeconds { break }
+      let reasons = waiter.wait(timeoutMilliseconds: burst.stepMilliseconds)
+      if reasons.contains(.interrupted) { break }
+      if reasons.contains(.balloonEvent) {
+        noteDrained(events.drain())
+        start = Clock.boottime()
+      }
+    }
+    logger.debug("event burst over", metadata: ["balloon_bytes": "\(balloonBytes ?? 0)"])
+    return nil
+  }
+
+  /// A udev event may be a balloon module unloaded or loaded again (the
+  /// VMware lever): a probe on a module's function does not survive that,
+  /// so the probes are opened again. While the module is out, the old ones
+  /// stay (they cannot fire) and the next udev event tries again.
+  private func reattachEvents() {
+    guard let events else {
+      attachLateEvents()
+      return
+    }
+    guard events.probesModules else { return }
+    if let unavailable = events.reattach() {
+      logger.info("balloon events not re-attached", metadata: ["reason": "\(unavailable)"])
+      return
+    }
+    // The old fds are closed by now: swap them out before the next poll().
+    waiter.replaceEventFDs(events.fileDescriptors)
+  }
+
+  /// The events that could not be opened at start-up, tried again (quietly:
+  /// the start-up warning said why); on success the state says so.
+  private func attachLateEvents() {
+    guard let openEvents, let eventsIntervalSeconds,
+      case .success(let opened) = openEvents()
+    else { return }
+    events = opened
+    waiter.replaceEventFDs(opened.fileDescriptors)
+    let idle = UInt64((eventsIntervalSeconds * 1000).rounded())
+    idleIntervalMilliseconds = Int32(idle)
+    let names = opened.symbols.map(\.description)
+    logger.notice(
+      "balloon driver events attached", metadata: ["functions": "\(names.joined(separator: ", "))"])
+    do {
+      try controller.recordWakeups(
+        Wakeups(mode: .events, symbols: names, idleIntervalMilliseconds: idle))
+    } catch {
+      logger.error("state not written", metadata: ["error": "\(error)"])
+    }
+  }
+
+  private func noteDrained(_ drained: BalloonEvents.Drained) {
+    logger.info(
+      "balloon event", metadata: ["hits": "\(drained.hits)", "lost": "\(drained.lost)"])
+    if let problem = drained.problem, !loggedEventProblem {
+      // Logged once: the wake-up itself still counts, the tick reads the truth.
+      logger.warning("kprobe ring not understood", metadata: ["error": "\(problem)"])
+      loggedEventProblem = true
+    }
   }
 
   /// Records each kill found (a fresh reading per kill) and logs it at
@@ -223,4 +368,22 @@ public final class DaemonLoop {
     }
     logger.notice("balloonctl run stopped")
   }
+}
+
+/// How closely the daemon watches after a balloon driver's event.
+public struct EventBurst: Sendable, Equatable {
+  /// Between two reads while the balloon moves: at TCG's inflate rate
+  /// (about 600 MiB/s, docs/kernel-interfaces.md) 5 ms is 3 MiB.
+  public var stepMilliseconds: Int32 = 5
+  /// The size unchanged this long ends the burst. Long enough for a worker
+  /// that pauses between chunks: after the burst the next read may be an
+  /// idle tick (5 s) away, and without the target only the size tells.
+  public var quietSeconds = 1.0
+  /// A burst lasts at least this long: the worker may start inflating a
+  /// little after the config-change callback.
+  public var shortestSeconds = 0.5
+  /// And at most this long (a balloon creeping for minutes is the tick's).
+  public var longestSeconds = 30.0
+
+  public init() {}
 }

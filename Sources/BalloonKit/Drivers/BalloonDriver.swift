@@ -76,6 +76,16 @@ public protocol BalloonDriver: Sendable {
   func parseHold(_ record: StateFields, into hold: inout HoldState) throws(SourceError)
   /// The decision member naming the number its lever writes (Xen: `target_kb`).
   var leverArgumentName: String? { get }
+
+  // MARK: Events
+
+  /// Functions of the kind's driver that run when the host asks for a new
+  /// size, for the daemon to wake on (a kprobe on each; Daemon/BalloonEvents.swift).
+  /// Each is named with the module the driver is when built as one; a
+  /// driver built into the kernel has them without a module. Only functions
+  /// the kernel calls through a pointer (callbacks, work items), which the
+  /// compiler cannot inline away: docs/kernel-interfaces.md, "Kprobe perf events".
+  var eventSymbols: [KernelSymbol] { get }
 }
 
 /// What every reader gets: the root and the files read once per tick.
@@ -129,6 +139,7 @@ extension BalloonDriver {
   public func holdJSON(_ hold: HoldState) -> [(String, JSONValue)] { [] }
   public func parseHold(_ record: StateFields, into hold: inout HoldState) throws(SourceError) {}
   public var leverArgumentName: String? { nil }
+  public var eventSymbols: [KernelSymbol] { [] }
 
   /// A kind whose lever releases the whole balloon and re-admits it (virtio,
   /// VMware): given back by its re-admit.

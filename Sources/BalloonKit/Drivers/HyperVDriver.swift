@@ -4,6 +4,8 @@
 /// safe lever (unbinding hv_balloon loses the pages until reboot): alert only.
 public struct HyperVDriver: BalloonDriver {
   public var kind: BalloonKind { .hyperv }
+  /// The work item that inflates on the host's balloon request (hv_balloon).
+  public var eventSymbols: [KernelSymbol] { [KernelSymbol("balloon_up", module: "hv_balloon")] }
   public init() {}
 
   public static let targetReason = "Hyper-V exposes no target (the host sends balloon requests)"

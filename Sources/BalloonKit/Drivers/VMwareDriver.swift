@@ -7,6 +7,11 @@ import SystemPackage
 /// is absent by design and is reloaded by its fixed name.
 public struct VMwareDriver: BalloonDriver {
   public var kind: BalloonKind { .vmware }
+  /// The delayed work that asks the host for its target and inflates or
+  /// deflates towards it; it runs every second, and at once on the host's doorbell.
+  public var eventSymbols: [KernelSymbol] {
+    [KernelSymbol("vmballoon_work", module: "vmw_balloon")]
+  }
   public init() {}
 
   public static let moduleName = "vmw_balloon"

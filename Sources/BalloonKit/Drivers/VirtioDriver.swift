@@ -7,6 +7,11 @@ import SystemPackage
 /// and the host is told), bind to re-admit.
 public struct VirtioDriver: BalloonDriver {
   public var kind: BalloonKind { .virtio }
+  /// The config-change callback: the device's interrupt calls it once per
+  /// new target the host writes, before the worker inflates.
+  public var eventSymbols: [KernelSymbol] {
+    [KernelSymbol("virtballoon_changed", module: "virtio_balloon")]
+  }
   public init() {}
 
   public static let driverDirectory = "/sys/bus/virtio/drivers/virtio_balloon"

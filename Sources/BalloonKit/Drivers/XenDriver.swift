@@ -9,6 +9,11 @@ import SystemPackage
 /// host's target back when it fits again.
 public struct XenDriver: BalloonDriver {
   public var kind: BalloonKind { .xen }
+  /// The xenstore watch on memory/target: called once per new target the
+  /// toolstack writes. xen-balloon is built into the kernel (module nil).
+  /// The balloon itself is worked by a kthread since 5.16 (`balloon_thread`,
+  /// entered once) and by `balloon_process` before, so the watch is the event.
+  public var eventSymbols: [KernelSymbol] { [KernelSymbol("watch_target", module: nil)] }
   public init() {}
 
   public func discover(_ sysfs: SysfsDiscovery) throws(SourceError) -> [BalloonDevice] {

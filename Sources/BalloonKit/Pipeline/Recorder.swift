@@ -265,6 +265,20 @@ public final class Recorder {
     loggedUnreadable = now
   }
 
+  /// Records a new wake-up mode (events attached after start-up) and
+  /// writes the state at once.
+  public func recordWakeups(_ wakeups: Wakeups, now: Double, wall: Int64) throws(SourceError) {
+    state.wakeups = wakeups
+    try persist(now: now, wall: wall)
+  }
+
+  /// Records why the target cannot be read (the PCI window refused) with
+  /// the wake-up mode, and writes the state at once.
+  public func recordTargetProblem(_ problem: String, now: Double, wall: Int64) throws(SourceError) {
+    state.wakeups?.targetProblem = problem
+    try persist(now: now, wall: wall)
+  }
+
   /// Keeps an OOM kill's record and writes the state at once.
   public func recordOOM(_ kill: OOMRecord, now: Double, wall: Int64) throws(SourceError) {
     state.add(kill)

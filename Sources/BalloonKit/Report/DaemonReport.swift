@@ -79,6 +79,10 @@ public struct DaemonReport: Sendable {
         + (state.settings?.summary
           ?? "settings not recorded (an older balloonctl); thresholds assume the defaults"),
     ]
+    if let wakeups = state.wakeups {
+      lines.append(
+        "Wakeups   " + Self.wakeupsLine(wakeups, intervalMilliseconds: state.intervalMilliseconds))
+    }
     for record in state.balloons {
       let hold = record.hold
       if hold.held {
@@ -107,6 +111,23 @@ public struct DaemonReport: Sendable {
     return lines
   }
 
+  /// What wakes the daemon and what it can promise then (README.md, "Wake-ups").
+  static func wakeupsLine(_ wakeups: Wakeups, intervalMilliseconds: UInt64) -> String {
+    let tick = "tick every \(interval(intervalMilliseconds))"
+    let target =
+      wakeups.targetProblem.map { "; the target is unknown (\($0)), so a release follows the size" }
+      ?? ""
+    switch wakeups.mode {
+    case .events:
+      let idle = wakeups.idleIntervalMilliseconds.map(interval) ?? "?"
+      return
+        "events: \(wakeups.symbols.joined(separator: ", ")) (the balloon is watched every 5 ms from the host's request); tick every \(idle), every \(interval(intervalMilliseconds)) while held\(target)"
+    case .tick:
+      return
+        "\(tick) only (the balloon can grow for up to an interval before it is seen): \(wakeups.reason ?? "")\(target)"
+    }
+  }
+
   /// `status --json`'s `oom_kills`: the state file's records, newest last.
   public var oomKillsJSON: JSONValue { .array(state.oomKills.map(OOMRecordJSON.json)) }
 
@@ -119,6 +140,11 @@ public struct DaemonReport: Sendable {
       ("mode", .string(state.mode)),
       ("interval_ms", .integer(state.intervalMilliseconds)),
       ("settings", state.settings?.json() ?? .null),
+      ("wakeups", .optional(state.wakeups?.mode.rawValue)),
+      ("wakeups_reason", .optional(state.wakeups?.reason)),
+      ("wakeup_symbols", state.wakeups.map { .array($0.symbols.map(JSONValue.string)) } ?? .null),
+      ("idle_interval_ms", .optional(state.wakeups?.idleIntervalMilliseconds)),
+      ("target_problem", .optional(state.wakeups?.targetProblem)),
       ("limit_bytes", .optional(limitBytes)),
       ("updated_at", .signed(state.updatedAt)),
       ("state_file", .string(file)),

@@ -21,6 +21,9 @@ public struct DaemonState: Sendable, Equatable {
   /// The run's effective settings; nil in a state file from before they
   /// were recorded (and after `balloonctl readmit`).
   public var settings: RecordedSettings?
+  /// How the daemon is woken (events or tick only, and why); nil in a state
+  /// file from before it was recorded.
+  public var wakeups: Wakeups?
   public var balloons: [BalloonRecord]
   /// The last OOM kills (at most `OOMRecordJSON.kept`, newest last) and the
   /// count per verdict since the state began.
@@ -74,6 +77,7 @@ public struct DaemonState: Sendable, Equatable {
       ("mode", .string(mode)),
       ("interval_ms", .integer(intervalMilliseconds)),
       ("settings", settings?.json() ?? .null),
+      ("wakeups", wakeups?.json() ?? .null),
       ("started_at", .signed(startedAt)),
       ("updated_at", .signed(updatedAt)),
       ("updated_boottime", .number(updatedBoottime)),
@@ -146,6 +150,9 @@ public struct DaemonState: Sendable, Equatable {
     }
     if let settings = try top.optionalObject("settings") {
       state.settings = try RecordedSettings.parse(settings)
+    }
+    if let wakeups = try top.optionalObject("wakeups") {
+      state.wakeups = try Wakeups.parse(wakeups)
     }
     let entries = try top.array("balloons")
     guard entries.count <= StateRange.maxBalloons else {

@@ -134,7 +134,8 @@ struct DaemonSettingsTests {
     )
     // Report mode, no probe: the live system is only read.
     let daemon = try Balloonctl.start([
-      "run", "--mode", "report", "--no-probe-target", "--interval", "0.1", "--fraction", "0.5",
+      "run", "--mode", "report", "--no-probe-target", "--no-events", "--interval", "0.1",
+      "--fraction", "0.5",
       "--config", config, "--state-dir", box.stateDir,
     ])
     usleep(1_000_000)

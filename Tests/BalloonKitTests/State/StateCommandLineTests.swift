@@ -70,7 +70,7 @@ struct StateCommandLineTests {
     try StateSandbox.writeFile(box.stateDir, "x")
     // Report mode, no probe: even if it got further it would only read.
     let result = try Balloonctl.run([
-      "run", "--mode", "report", "--no-probe-target", "--state-dir", box.stateDir,
+      "run", "--mode", "report", "--no-probe-target", "--no-events", "--state-dir", box.stateDir,
     ])
     #expect(result.status == 1)
     #expect(result.stderr == "Error: \(box.stateDir): not a directory\n", "\(result.stderr)")
@@ -84,7 +84,7 @@ struct StateCommandLineTests {
     try box.makeStateDir()
     try StateSandbox.writeFile(box.stateDir + "/state.json", "{\"version\": 1, \"pid\": 1e300}")
     let daemon = try Balloonctl.start([
-      "run", "--mode", "report", "--no-probe-target", "--interval", "0.1",
+      "run", "--mode", "report", "--no-probe-target", "--no-events", "--interval", "0.1",
       "--state-dir", box.stateDir, "--log-level", "info",
     ])
     usleep(1_500_000)

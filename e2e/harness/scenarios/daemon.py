@@ -11,9 +11,13 @@ from ..guestside import state_hold, wait_state
 from .base import BALLOONCTL
 
 
-def start_daemon(g: Guest, interval: float = 0.2, mode: str = "enforce", probe_target: bool = True) -> int:
-    """Starts `balloonctl run` in the background; returns its pid (stderr -> /tmp/balloonctl.log)."""
+def start_daemon(g: Guest, interval: float = 0.2, mode: str = "enforce", probe_target: bool = True,
+                 events: bool = False) -> int:
+    """Starts `balloonctl run` in the background; returns its pid (stderr -> /tmp/balloonctl.log).
+    Ticks only unless `events` (the scenarios from before the kprobe wake-up
+    test the tick as proven; scenarios/events.py tests the events)."""
     args = f"--interval {interval:g} --mode {mode}" + (" --probe-target" if probe_target else " --no-probe-target")
+    args += " --events" if events else " --no-events"
     out = g.check(f"{BALLOONCTL} run {args} >>/tmp/balloonctl.out 2>>/tmp/balloonctl.log & echo $!")
     return int(out.strip().splitlines()[-1])
 

@@ -17,8 +17,10 @@ from .guest import SystemConfig, SystemGuest, SystemImage
 from .guestside import (BIN, UNIT, Problems, ask_balloon, is_active, journal, keep_journal, release_lines, service,
                         show, started_by_rule, verdict, wait_service, wait_state)
 
-# The unit's exposure offline when the tier was written (issue 7): it must not rise.
-EXPOSURE_MAX = 2.8
+# The unit's exposure must not rise: 2.8 when the tier was written (issue 7),
+# 2.9 since the filter allows perf_event_open for the balloon driver's kprobe
+# events (systemd counts the call as @debug; udev/balloonctl.service says why).
+EXPOSURE_MAX = 2.9
 
 
 def boot_coldplug(img: SystemImage, logdir: str, disk: str, opts: dict[str, Any]) -> dict[str, dict]:
