@@ -175,12 +175,18 @@ def _race(ctx: Context, rng: random.Random) -> dict[str, Any]:
         problems.append(f"the daemon did not wake on events: {ev['wakeups_reason']}")
     if ev["oom_kills"]:
         problems.append(f"{ev['oom_kills']} OOM kill(s) with events")
-    bound = 100 + (ev["deflate_ms"] or 0) + TOL_MS
-    if (ev["max_over_limit_ms"] or 0) > bound:
-        problems.append(f"over the limit for {ev['max_over_limit_ms']} ms > 100 ms + deflate + {TOL_MS} ms = {bound} ms")
+    over_limit_problem(ev, problems)
     if not ev["daemon_alive"]:
         problems.append("the daemon died")
     return verdict(res, problems)
+
+
+def over_limit_problem(ev: dict[str, Any], problems: list[str]) -> None:
+    """The issue's bound on the time over the limit: 100 ms plus the deflate
+    (plus the host-guest clock tolerance)."""
+    bound = 100 + (ev["deflate_ms"] or 0) + TOL_MS
+    if (ev["max_over_limit_ms"] or 0) > bound:
+        problems.append(f"over the limit for {ev['max_over_limit_ms']} ms > 100 ms + deflate + {TOL_MS} ms = {bound} ms")
 
 
 def _lockdown(ctx: Context, rng: random.Random) -> dict[str, Any]:
@@ -204,9 +210,7 @@ def _lockdown(ctx: Context, rng: random.Random) -> dict[str, Any]:
         problems.append(f"{ev['oom_kills']} OOM kill(s)")
     if not errors:
         problems.append("status does not show the PCI window's EPERM")
-    bound = 100 + (ev["deflate_ms"] or 0) + TOL_MS
-    if (ev["max_over_limit_ms"] or 0) > bound:
-        problems.append(f"over the limit for {ev['max_over_limit_ms']} ms > 100 ms + deflate + {TOL_MS} ms = {bound} ms")
+    over_limit_problem(ev, problems)
     return verdict(res, problems)
 
 
