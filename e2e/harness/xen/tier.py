@@ -57,7 +57,10 @@ INTERVAL = 1.0
 TCG_SLACK = 3.0
 MARGIN = 0.05  # the run default (RunSetting.margin); the state's settings win
 XEN = "/sys/devices/system/xen_memory/xen_memory0"
-DAEMON = ("balloonctl run --mode {mode} --no-probe-target --interval 1 --state-dir /run/bc "
+# The tier's waits assume a tick a second: --events-interval 1 keeps it so
+# when the daemon's event wakeups work (their idle tick is 5 s by default, and
+# the state and metrics read after each step would lag by up to that).
+DAEMON = ("balloonctl run --mode {mode} --no-probe-target --interval 1 --events-interval 1 --state-dir /run/bc "
           "--metrics-file /run/bc.prom >/tmp/daemon.log 2>&1 & echo $!")
 # A FIFO opened read-write never has a writer's EOF: `read -t` on it is a
 # sleep without a fork (under TCG every fork of a PV process costs
@@ -523,7 +526,7 @@ def kb_domu(h: XenHost, label: str, selected: list[str], workload_mib: int) -> d
 
 def dom0(h: XenHost) -> dict:
     res: dict[str, Any] = {}
-    h.dom0_ok("balloonctl run --mode report --no-probe-target --interval 1 --state-dir /run/bc "
+    h.dom0_ok("balloonctl run --mode report --no-probe-target --interval 1 --events-interval 1 --state-dir /run/bc "
               "--metrics-file /run/bc.prom >/tmp/daemon.log 2>&1 & echo $! >/run/bc.pid")
     time.sleep(3)
     h.dom0_ok("xl mem-set 0 768m")
