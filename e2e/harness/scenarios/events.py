@@ -189,16 +189,27 @@ def over_limit_problem(ev: dict[str, Any], problems: list[str]) -> None:
         problems.append(f"over the limit for {ev['max_over_limit_ms']} ms > 100 ms + deflate + {TOL_MS} ms = {bound} ms")
 
 
-def _lockdown(ctx: Context, rng: random.Random) -> dict[str, Any]:
-    """lockdown=integrity: the probe works, the PCI window does not; 65 % request, size-watch release."""
+LOCKED_DOWN_GUEST_MIB = 1024
+
+
+def _locked_down_run(ctx: Context, rng: random.Random, name: str, mode: str,
+                     request_of: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One request with events on, in a 1 GiB guest booted with
+    lockdown=`mode` and 512 MiB pinned: (the boot's facts, the series)."""
     res: dict[str, Any] = {}
-    with ctx.guest("events-lockdown", mem_mib=1024, deflate_on_oom=False, swap_mib=0,
-                   append="lockdown=integrity") as g:
+    with ctx.guest(name, mem_mib=LOCKED_DOWN_GUEST_MIB, deflate_on_oom=False, swap_mib=0,
+                   append=f"lockdown={mode}") as g:
         res["boot_s"] = round(g.boot(), 2)
         res["lockdown"] = _mount_securityfs(g)
         res.update(pin_memory(g, 512))
-        request = page_align(int(g.ram_bytes * 0.65))
-        ev = _series(g, 1, True, lambda _limit: request, rng, readmit_last=False)
+        ev = _series(g, 1, True, request_of, rng, readmit_last=False)
+    return res, ev
+
+
+def _lockdown(ctx: Context, rng: random.Random) -> dict[str, Any]:
+    """lockdown=integrity: the probe works, the PCI window does not; 65 % request, size-watch release."""
+    request = page_align(int(LOCKED_DOWN_GUEST_MIB * MiB * 0.65))
+    res, ev = _locked_down_run(ctx, rng, "events-lockdown", "integrity", lambda _limit: request)
     errors = [ln.strip() for ln in ev["status"] if "not permitted" in ln or "EPERM" in ln]
     res.update({"probe_error": errors[0] if errors else None, "oom_kills_with": ev["oom_kills"],
                 "wakeups": ev["wakeups"], "max_over_limit_ms": ev["max_over_limit_ms"],
@@ -216,14 +227,9 @@ def _lockdown(ctx: Context, rng: random.Random) -> dict[str, Any]:
 
 def _fallback(ctx: Context, rng: random.Random) -> dict[str, Any]:
     """lockdown=confidentiality: kprobes refused -> the tick, said in status; reactive hold, 0 OOM kills."""
-    res: dict[str, Any] = {}
-    with ctx.guest("events-fallback", mem_mib=1024, deflate_on_oom=False, swap_mib=0,
-                   append="lockdown=confidentiality") as g:
-        res["boot_s"] = round(g.boot(), 2)
-        res["lockdown"] = _mount_securityfs(g)
-        res.update(pin_memory(g, 512))
-        # kb_failure's reactive case: 64 MiB over the limit.
-        ev = _series(g, 1, True, lambda limit: page_align(limit + 64 * MiB), rng, readmit_last=False)
+    # kb_failure's reactive case: 64 MiB over the limit.
+    res, ev = _locked_down_run(ctx, rng, "events-fallback", "confidentiality",
+                               lambda limit: page_align(limit + 64 * MiB))
     line = next((ln for ln in ev["status"] if ln.startswith("Wakeups")), None)
     res.update({"reason": ev["wakeups_reason"], "wakeups": ev["wakeups"], "status_line": line,
                 "oom_kills": ev["oom_kills"], "max_over_limit_ms": ev["max_over_limit_ms"], "detail": ev})
