@@ -31,7 +31,7 @@ public enum RunSetting {
     help:
       "Seconds between ticks while events wake the daemon, \(text(intervalRange)); the interval applies when they do not.",
     expected: "seconds between ticks with events, \(text(intervalRange))",
-    rule: "must be \(text(intervalRange)) seconds", default: 5, field: \.eventsIntervalSeconds,
+    rule: "must be \(text(intervalRange)) seconds", default: 10, field: \.eventsIntervalSeconds,
     parse: decimal, isValid: { intervalRange.contains($0) }, describe: text)
 
   public static let margin = Setting<Double, Double>(

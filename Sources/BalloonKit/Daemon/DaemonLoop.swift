@@ -47,6 +47,13 @@ public final class DaemonLoop {
   private var recordedRefusal = false
   /// Σ of the balloons' sizes at the last full tick (the burst watches it).
   private var balloonBytes: UInt64?
+  /// The limit at the last full tick: what is left under it sets the burst's step.
+  private var limitBytes: UInt64?
+  /// Whether the last full tick read every balloon's target, each from
+  /// where the host writes it before the driver's event (virtio's config
+  /// space; BalloonDriver.targetCurrentAtEvent): then the policy has decided
+  /// on where each balloon is going, and a burst ends after its first tick.
+  private var targetsKnown = false
   /// How many event bursts ran.
   public private(set) var burstsRun = 0
 
@@ -84,7 +91,9 @@ public final class DaemonLoop {
     // argument parsing and set-up touched (see SelfProtection.lockWorkingSet).
     if lockMemory { lockWorkingSet() }
     var nextTick = Clock.boottime() + Double(currentIntervalMilliseconds) / 1000
-    var ticksBeforeRelock = lockMemory ? Self.relockAfterTicks : 0
+    var relockPending = lockMemory
+    var loopTicks = 0
+    let loopStart = Clock.boottime()
     while true {
       // Up to the next tick: a kernel log record that is no OOM kill wakes
       // the loop but does not move the tick.
@@ -124,9 +133,12 @@ public final class DaemonLoop {
       // A chatty kernel log alone costs a read, never a tick (an idle tick
       // is the daemon's whole cost); an OOM kill ticks at once.
       if reasons == [.kernelLog], !killed, Clock.boottime() < nextTick { continue }
-      if ticksBeforeRelock > 0 {
-        ticksBeforeRelock -= 1
-        if ticksBeforeRelock == 0 { relockWorkingSet() }
+      if relockPending {
+        loopTicks += 1
+        if Self.relockDue(ticks: loopTicks, secondsSinceStart: Clock.boottime() - loopStart) {
+          relockPending = false
+          relockWorkingSet()
+        }
       }
       if let blocked = tick() {
         // The hold state is saved; the restarted daemon resumes it.
@@ -161,6 +173,10 @@ public final class DaemonLoop {
         bytes = bytes +| (balloon.effectiveCurrentBytes ?? 0)
       }
       balloonBytes = bytes
+      limitBytes = report.snapshot.limit.bytes
+      targetsKnown = report.snapshot.balloons.allSatisfy {
+        $0.target.bytes != nil && $0.device.kind.driver.targetCurrentAtEvent
+      }
       if let blocked = report.performed.lazy.compactMap(\.error).first(where: \.needsRestart) {
         return blocked
       }
@@ -186,12 +202,14 @@ public final class DaemonLoop {
       // a moment while a device goes). Logged once until it recovers.
       if !failing { logger.error("tick failed", metadata: ["error": "\(error)"]) }
       failing = true
+      targetsKnown = false
     }
     return nil
   }
 
-  /// After a balloon driver's event: tick at once, then every
-  /// `burst.stepMilliseconds` while the balloons' size moves (and at least
+  /// After a balloon driver's event: tick at once; if some balloon's target
+  /// could not be read, then every
+  /// `burst.step(headroomBytes:)` while the balloons' size moves (and at least
   /// `burst.shortestSeconds`), so a balloon inflating towards a new target
   /// is released the moment it crosses the limit, whether or not its target
   /// can be read (the tick's policy). Each tick reads procfs and sysfs only.
@@ -207,6 +225,8 @@ public final class DaemonLoop {
     var previous: UInt64? = nil
     while true {
       if let blocked = tick(full: true) { return blocked }
+      // Each target read: the tick released any balloon headed over the limit.
+      if targetsKnown { break }
       let now = Clock.boottime()
       if balloonBytes != previous {
         previous = balloonBytes
@@ -214,7 +234,11 @@ public final class DaemonLoop {
       }
       let quiet = now - stableSince >= burst.quietSeconds && now - start >= burst.shortestSeconds
       if quiet || now - start >= burst.longestSeconds { break }
-      let reasons = waiter.wait(timeoutMilliseconds: burst.stepMilliseconds)
+      let headroom = limitBytes.map { limit in
+        let balloon = balloonBytes ?? 0
+        return limit > balloon ? limit - balloon : 0
+      }
+      let reasons = waiter.wait(timeoutMilliseconds: burst.step(headroomBytes: headroom))
       if reasons.contains(.interrupted) { break }
       if reasons.contains(.balloonEvent) {
         noteDrained(events.drain())
@@ -312,6 +336,17 @@ public final class DaemonLoop {
   /// The loop's ticks after which the lock is renewed (SelfProtection.relockWorkingSet):
   /// past the first read of /proc/vmstat (every `Controller.vmstatEveryTicks`th tick).
   static let relockAfterTicks = Controller.vmstatEveryTicks + 2
+  /// Or this long after the loop started, once the steady path has run (its
+  /// third tick): with events the tick is 10 s, and the 12th would leave
+  /// start-up's pages locked for two minutes (BENCHMARKS.md, section 1b).
+  /// vmstat's turn, if it has not come yet, then locks its own pages on fault.
+  static let relockAfterSeconds = 30.0
+
+  /// Whether the `ticks`th tick of the loop, `secondsSinceStart` after it
+  /// started, renews the lock (once).
+  static func relockDue(ticks: Int, secondsSinceStart: Double) -> Bool {
+    ticks >= relockAfterTicks || (ticks >= 3 && secondsSinceStart >= relockAfterSeconds)
+  }
 
   private func relockWorkingSet() {
     let outcome = SelfProtection.relockWorkingSet()
@@ -372,12 +407,23 @@ public final class DaemonLoop {
 
 /// How closely the daemon watches after a balloon driver's event.
 public struct EventBurst: Sendable, Equatable {
-  /// Between two reads while the balloon moves: at TCG's inflate rate
-  /// (about 600 MiB/s, docs/kernel-interfaces.md) 5 ms is 3 MiB.
+  /// The shortest wait between two reads while the balloon moves, the one
+  /// near the limit: at the fastest inflate seen under QEMU TCG (about
+  /// 600 MiB/s, docs/kernel-interfaces.md §10.4) 5 ms is 3 MiB.
   public var stepMilliseconds: Int32 = 5
+  /// The longest wait between two reads, far below the limit.
+  public var longestStepMilliseconds: Int32 = 100
+  /// The inflate rate the step assumes at most (docs/kernel-interfaces.md
+  /// §10.4): the next read comes before the balloon, this fast, has eaten
+  /// half of what is left under the limit, so a balloon up to twice as
+  /// fast still cannot cross between two reads (the last ones are 5 ms
+  /// apart, as with a fixed step). Far below the limit the reads are
+  /// sparse: each is a full tick, and under TCG a 5 ms step took 15 % of
+  /// the one vCPU from the inflate itself (e2e `events`, `probe_cost`).
+  public var fastestInflateBytesPerSecond: Double = 2 * 1_073_741_824
   /// The size unchanged this long ends the burst. Long enough for a worker
   /// that pauses between chunks: after the burst the next read may be an
-  /// idle tick (5 s) away, and without the target only the size tells.
+  /// idle tick (10 s) away, and without the target only the size tells.
   public var quietSeconds = 1.0
   /// A burst lasts at least this long: the worker may start inflating a
   /// little after the config-change callback.
@@ -386,4 +432,13 @@ public struct EventBurst: Sendable, Equatable {
   public var longestSeconds = 30.0
 
   public init() {}
+
+  /// The wait before the next read, with `headroomBytes` left under the
+  /// limit (nil: unknown, the shortest step).
+  public func step(headroomBytes: UInt64?) -> Int32 {
+    guard let headroomBytes else { return stepMilliseconds }
+    let milliseconds = Double(headroomBytes) / 2 / fastestInflateBytesPerSecond * 1000
+    return Int32(
+      min(max(milliseconds, Double(stepMilliseconds)), Double(longestStepMilliseconds)))
+  }
 }

@@ -86,6 +86,12 @@ public protocol BalloonDriver: Sendable {
   /// the kernel calls through a pointer (callbacks, work items), which the
   /// compiler cannot inline away: docs/kernel-interfaces.md, "Kprobe perf events".
   var eventSymbols: [KernelSymbol] { get }
+  /// Whether a target read right after one of those functions is hit is
+  /// already the host's new one. Then a daemon woken by the event decides on
+  /// it at once and need not watch the size (DaemonLoop.watchAfterEvent);
+  /// otherwise the driver learns the target inside the function, after the
+  /// hit, and only the size tells in time.
+  var targetCurrentAtEvent: Bool { get }
 }
 
 /// What every reader gets: the root and the files read once per tick.
@@ -140,6 +146,7 @@ extension BalloonDriver {
   public func parseHold(_ record: StateFields, into hold: inout HoldState) throws(SourceError) {}
   public var leverArgumentName: String? { nil }
   public var eventSymbols: [KernelSymbol] { [] }
+  public var targetCurrentAtEvent: Bool { false }
 
   /// A kind whose lever releases the whole balloon and re-admits it (virtio,
   /// VMware): given back by its re-admit.

@@ -12,6 +12,10 @@ public struct VirtioDriver: BalloonDriver {
   public var eventSymbols: [KernelSymbol] {
     [KernelSymbol("virtballoon_changed", module: "virtio_balloon")]
   }
+  /// The host writes `num_pages` into config space before the interrupt
+  /// that calls virtballoon_changed, and the PCI window reads config space
+  /// itself (docs/kernel-interfaces.md §2.6, §10.1).
+  public var targetCurrentAtEvent: Bool { true }
   public init() {}
 
   public static let driverDirectory = "/sys/bus/virtio/drivers/virtio_balloon"

@@ -128,6 +128,49 @@ struct BalloonEventsTests {
     }
   }
 
+  @Test(
+    "the watch after an event reads sparsely far below the limit and every 5 ms near it",
+    arguments: [
+      (nil, 5),  // the limit unknown: the shortest step
+      (0, 5),  // at or over the limit
+      (10 << 20, 5),  // 10 MiB left: 2.4 ms at 2 GiB/s for half of it, so 5
+      (40 << 20, 9),  // 20 MiB at 2 GiB/s: 9.8 ms
+      (200 << 20, 48),
+      (409 << 20, 99),
+      (410 << 20, 100),  // from about 410 MiB left: the longest step
+      (UInt64.max, 100),
+    ] as [(UInt64?, Int32)])
+  func burstStep(headroom: UInt64?, milliseconds: Int32) {
+    #expect(EventBurst().step(headroomBytes: headroom) == milliseconds)
+  }
+
+  @Test(
+    "a balloon twice as fast as the step assumes reaches the limit no sooner than the next read")
+  func burstStepBound() {
+    let burst = EventBurst()
+    for mebibytes in stride(from: 0, through: 2048, by: 7) {
+      let headroom = UInt64(mebibytes) << 20
+      let step = Double(burst.step(headroomBytes: headroom)) / 1000
+      let eaten = 2 * burst.fastestInflateBytesPerSecond * step
+      // Within the shortest step's reach, or not past the limit by the next read.
+      #expect(
+        Int32(step * 1000) == burst.stepMilliseconds || eaten <= Double(headroom),
+        "\(mebibytes) MiB left, step \(step) s")
+    }
+  }
+
+  @Test(
+    "the lock is renewed after the 12th tick, or after 30 s once the steady path has run",
+    arguments: [
+      (1, 0.0, false), (11, 11.0, false), (12, 12.0, true),  // the 1 s tick
+      (2, 20.0, false), (3, 30.0, true),  // the 10 s tick with events
+      (2, 120.0, false),  // a 60 s interval: not before the third tick
+      (3, 29.9, false), (12, 1.2, true),
+    ] as [(Int, Double, Bool)])
+  func relockDue(ticks: Int, seconds: Double, due: Bool) {
+    #expect(DaemonLoop.relockDue(ticks: ticks, secondsSinceStart: seconds) == due)
+  }
+
   @Test("a line longer than any symbol line is refused before it is buffered")
   func longLine() {
     let long = Array(repeating: UInt8(ascii: "a"), count: 5000)
