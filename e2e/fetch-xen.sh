@@ -41,21 +41,10 @@ if [ "${E2E_REFRESH_KERNELS:-0}" != 1 ] && [ -f "$env_file" ] &&
 fi
 
 # A private apt state with the machine's own (bookworm) sources.
-st=$xdir/apt
-mkdir -p "$st/etc" "$st/lists/partial" "$st/cache/archives/partial"
-: >"$st/etc/sources.list"
-[ -f /etc/apt/sources.list ] && cp /etc/apt/sources.list "$st/etc/sources.list"
-rm -rf "$st/etc/sources.list.d"
-mkdir -p "$st/etc/sources.list.d"
-for f in /etc/apt/sources.list.d/*.sources /etc/apt/sources.list.d/*.list; do
-	[ -f "$f" ] && cp "$f" "$st/etc/sources.list.d/"
-done
-o="-o Dir::Etc::SourceList=$st/etc/sources.list -o Dir::Etc::SourceParts=$st/etc/sources.list.d"
-o="$o -o Dir::State::Lists=$st/lists -o Dir::Cache=$st/cache -o Acquire::Retries=3 -q"
-
-log "apt-get update (private state $st)"
-# shellcheck disable=SC2086
-apt-get $o update >"$xdir/apt.update.log" 2>&1 || die "apt-get update failed (see $xdir/apt.update.log)"
+# shellcheck source=e2e/apt-private.sh
+. "$here/apt-private.sh"
+log "apt-get update (private state $xdir/apt)"
+apt_private_setup "$xdir/apt" "$xdir/apt.update.log" || die "apt-get update failed (see $xdir/apt.update.log)"
 
 dom0=${E2E_XEN_DOM0_PKG:-}
 if [ -z "$dom0" ]; then

@@ -1,6 +1,6 @@
 """Runs the end-to-end scenarios on each kernel; writes results JSON + summary.
 
-    python -m harness --work e2e/work --results DIR [--kernels bookworm,backports]
+    python -m harness --work e2e/work --results DIR [--kernels bookworm,backports,trixie:events]
                       [--scenarios smoke,status,...] [--keep-going | --fail-fast]
                       [--balloonctl-note staged]
                       [--tiers busybox,system] [--system-kernels bookworm,trixie,backports]
@@ -132,8 +132,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                     help="stop at the first failed scenario")
     ap.add_argument("--balloonctl-note", default=os.environ.get("E2E_BALLOONCTL_NOTE", "not staged"),
                     help="'staged' when the initramfs holds /usr/local/bin/balloonctl, else why not")
-    ap.add_argument("--tiers", default=os.environ.get("E2E_TIERS", "busybox,system"),
-                    help="busybox, system, xen (default: busybox,system; xen is opt-in)")
+    ap.add_argument("--tiers", default=os.environ.get("E2E_TIERS", "busybox,system,xen"),
+                    help="busybox, system, xen (default: all three)")
     ap.add_argument("--xen-kernels", default=os.environ.get("E2E_XEN_KERNELS", "bookworm,backports"),
                     help="the xen tier's domU kernels")
     ap.add_argument("--system-kernels", default=os.environ.get("E2E_SYSTEM_KERNELS", "bookworm,trixie,backports"))
@@ -148,7 +148,16 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     order = list(REGISTRY)
     tiers = parse_list(args.tiers, ["busybox", "system", "xen"])
-    kernels = parse_list(args.kernels, ALL_KERNELS, KERNEL_ALIASES) if "busybox" in tiers else []
+    # A busybox-tier kernel may name the only scenarios it runs:
+    # "trixie:events" (several joined by "+").
+    kernel_only: dict[str, list[str]] = {}
+    kernel_specs = [k for k in args.kernels.replace(" ", ",").split(",") if k.strip()]
+    for spec in kernel_specs:
+        label, _, only = spec.partition(":")
+        if only:
+            kernel_only[parse_list(label, ALL_KERNELS, KERNEL_ALIASES)[0]] = parse_list(only.replace("+", ","), order)
+    kernels = (parse_list(",".join(k.partition(":")[0] for k in kernel_specs), ALL_KERNELS, KERNEL_ALIASES)
+               if "busybox" in tiers else [])
     system_kernels = parse_list(args.system_kernels, ALL_KERNELS, KERNEL_ALIASES) if "system" in tiers else []
     if system_kernels and not args.deb:
         raise SystemExit("the system tier needs --deb PATH (or E2E_DEB)")
@@ -207,6 +216,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         entry.update(kernel=kernel.kver, package=kernel.package, package_version=kernel.package_version)
         ctx = Context(kernel, os.path.join(args.results, label), args.balloonctl_note, opts)
         for name in selected:
+            if label in kernel_only and name not in kernel_only[label]:
+                continue
             if stop or interrupted:
                 entry["scenarios"][name] = fill_keys(name, {"passed": False if interrupted else None,
                                                             "skipped": True,
@@ -252,6 +263,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     failed = []
     for k in results:
         for name in selected if k["scenarios"] else []:
+            if k["label"] in kernel_only and name not in kernel_only[k["label"]]:
+                continue
             r = k["scenarios"][name]
             if not r.get("passed"):
                 failed.append(f"{k['label']}/{name}")

@@ -14,10 +14,18 @@ lockdown  `lockdown=integrity` (what Secure Boot turns on): the PCI window
 fallback  `lockdown=confidentiality`: kprobes are refused. The daemon ticks,
           status says why, and a balloon crossing the limit is still
           released (kb_failure's reactive case) with 0 OOM kills.
+idle      earlyoom (`--dryrun -r 0`), `balloonctl run` at its defaults and
+          `balloonctl run --mode enforce` (the package's settings) side by
+          side for 60 s in an idle 8 GiB guest: the CPU each used, from the
+          kernel's nanosecond run time (/proc/PID/schedstat). 8 GiB because
+          earlyoom's poll interval shrinks with the memory headroom (about
+          140 ms in a 1 GiB guest): with 8 GiB it polls once a second, its
+          cheapest, as on the bench machine (BENCHMARKS.md).
 """
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from typing import Any, Optional
@@ -116,48 +124,81 @@ def _series(g: Guest, runs: int, events: bool, request_of: Any, rng: random.Rand
     }
 
 
-def _inflate_times(g: Guest, events: bool, reps: int, size: int) -> list[float]:
-    """`reps` inflates of `size` under a report-mode daemon (it acts on
-    nothing), with or without its probe; seconds from the request to the size."""
-    pid, _ = start_and_wait_daemon(g, interval=1.0, mode="report", probe_target=False, events=events)
-    times = []
+def _run_ns(g: Guest, pid: int) -> int:
+    """The process's run time so far (ns): schedstat's first field."""
+    return int(g.check(f"cat /proc/{pid}/schedstat").split()[0])
+
+
+def _inflate_times(g: Guest, events: bool, reps: int, size: int) -> list[tuple[float, float]]:
+    """`reps` inflates of `size` (under the limit: the daemon acts on
+    nothing) under the package's settings, enforce with the target probe,
+    with or without the probe on the driver: (seconds from the request to
+    the size, the daemon's CPU seconds from just before the request to just
+    after the size was seen)."""
+    pid, _ = start_and_wait_daemon(g, interval=1.0, mode="enforce", probe_target=True, events=events)
+    out = []
     try:
         for _ in range(reps):
+            cpu0 = _run_ns(g, pid)
             t0 = g.set_balloon_size(size)
             g.wait_actual(lambda a: a <= g.ram_bytes - size, timeout=60, period=0.01)
-            times.append(g.now() - t0)
+            seconds = g.now() - t0
+            out.append((seconds, (_run_ns(g, pid) - cpu0) / 1e9))
             g.set_balloon_size(0)
             g.wait_actual(lambda a: a == g.ram_bytes, timeout=60)
             time.sleep(0.5)
     finally:
         _stop_daemon(g, pid)
-    return times
+    return out
 
 
 def _probe_cost(g: Guest, reps: int) -> dict[str, Any]:
-    """A 324 MiB inflate with the daemon's probe attached (and its 5 ms
-    watch running, report mode) against the same without events."""
+    """A 324 MiB inflate with the daemon's probe attached against the same
+    without events, under the package's settings (the target is read, so
+    the event costs one tick and no watch), `reps` times each, interleaved
+    (with, without, without, with, ...) so that a slow stretch of the host
+    hits both alike.
+
+    Asserted: the CPU the daemon took during an inflate, as a share of the
+    inflate's time (the median of the inflates; each with a fresh daemon). The guest has one vCPU, so that share bounds how
+    much the daemon can have slowed the inflate (the probe's own handler
+    runs once per request, microseconds). Recorded: the fastest inflate of
+    each side and their difference, which on a shared 2-CPU host varies
+    by ±7-20 % between identical runs (e2e/README.md), more than the 5 %
+    it would have to show."""
     size = 324 * MiB
-    with_probe = _inflate_times(g, True, reps, size)
-    without = _inflate_times(g, False, reps, size)
-    a, b = sorted(with_probe)[len(with_probe) // 2], sorted(without)[len(without) // 2]
-    res = {"inflate_with_s": [round(t, 3) for t in with_probe], "inflate_without_s": [round(t, 3) for t in without],
-           "median_with_s": round(a, 3), "median_without_s": round(b, 3),
+    with_probe: list[tuple[float, float]] = []
+    without: list[tuple[float, float]] = []
+    for i in range(reps):
+        for events in ((True, False) if i % 2 == 0 else (False, True)):
+            (with_probe if events else without).extend(_inflate_times(g, events, 1, size))
+    a, b = min(t for t, _ in with_probe), min(t for t, _ in without)
+
+    def shares(runs: list[tuple[float, float]]) -> list[float]:
+        return [round(cpu / t * 100, 2) if t > 0 else 100.0 for t, cpu in runs]
+
+    res = {"inflate_with_s": [round(t, 3) for t, _ in with_probe],
+           "inflate_without_s": [round(t, 3) for t, _ in without],
+           "daemon_cpu_share_with_pct": shares(with_probe), "daemon_cpu_share_without_pct": shares(without),
+           "fastest_with_s": round(a, 3), "fastest_without_s": round(b, 3),
            "slowdown_pct": round((a - b) / b * 100, 1) if b > 0 else None}
+    # The median inflate: each daemon here is fresh, and its first event
+    # runs code for the first time (page faults after its relock).
+    res["slowdown_bound_pct"] = sorted(res["daemon_cpu_share_with_pct"])[len(with_probe) // 2]
     problems = []
-    if res["slowdown_pct"] is None or res["slowdown_pct"] > 5:
-        problems.append(f"the inflate is {res['slowdown_pct']} % slower with the probe (> 5 %)")
+    if res["slowdown_bound_pct"] > 5:
+        problems.append(f"the daemon took {res['slowdown_bound_pct']} % of the vCPU during the median inflate (> 5 %)")
     return verdict(res, problems)
 
 
 def _race(ctx: Context, rng: random.Random) -> dict[str, Any]:
-    runs = int(ctx.opts.get("events_race_runs", 5))
+    runs = int(ctx.opts.get("events_race_runs", 20))
     res: dict[str, Any] = {}
     with ctx.guest("events-race", mem_mib=1024, deflate_on_oom=False, swap_mib=0) as g:
         res["boot_s"] = round(g.boot(), 2)
         # The probe's cost first, before anything is pinned (its own result).
         try:
-            ctx.shared["events_probe_cost"] = _probe_cost(g, int(ctx.opts.get("events_cost_reps", 3)))
+            ctx.shared["events_probe_cost"] = _probe_cost(g, int(ctx.opts.get("events_cost_reps", 5)))
         except (GuestError, KeyError, TypeError) as e:
             ctx.shared["events_probe_cost"] = {"passed": False, "reason": f"{type(e).__name__}: {e}"}
         res.update(pin_memory(g, 512))
@@ -245,12 +286,109 @@ def _fallback(ctx: Context, rng: random.Random) -> dict[str, Any]:
     return verdict(res, problems)
 
 
+IDLE_GUEST_MIB = 8192
+IDLE_WINDOW_S = 60.0
+IDLE_SETTLE_S = 5.0
+IDLE_SETTLE_MAX_S = 120.0
+IDLE_RELOCK_S = 35.0
+EARLYOOM = "/usr/bin/earlyoom"
+
+
+def _idle_sample(g: Guest, pids: dict[str, int]) -> dict[str, dict[str, int]]:
+    """Per process: run time (ns, schedstat's first field), voluntary
+    context switches (its wake-ups), VmRSS and VmLck (KiB)."""
+    out: dict[str, dict[str, int]] = {}
+    for name, pid in pids.items():
+        text = g.check(f"cat /proc/{pid}/schedstat; grep -E '^(voluntary_ctxt_switches|VmRSS|VmLck):' "
+                       f"/proc/{pid}/status")
+        lines = text.strip().splitlines()
+        fields = {ln.split(":")[0]: int(ln.split(":")[1].split()[0]) for ln in lines[1:] if ":" in ln}
+        out[name] = {"run_ns": int(lines[0].split()[0]), "wakeups": fields["voluntary_ctxt_switches"],
+                     "vmrss_kib": fields.get("VmRSS", 0), "vmlck_kib": fields.get("VmLck", 0)}
+    return out
+
+
+def _idle(ctx: Context, rng: random.Random) -> dict[str, Any]:
+    """earlyoom, the default daemon and the package's enforce daemon, side by
+    side for 60 s in an idle guest; CPU per second of each."""
+    del rng
+    res: dict[str, Any] = {"guest_mib": IDLE_GUEST_MIB, "window_s": IDLE_WINDOW_S}
+    with ctx.guest("events-idle", mem_mib=IDLE_GUEST_MIB, deflate_on_oom=False, swap_mib=0) as g:
+        res["boot_s"] = round(g.boot(), 2)
+        g.check(f"test -x {EARLYOOM}")
+        pids = {
+            "earlyoom": int(g.check(f"{EARLYOOM} --dryrun -r 0 >/tmp/earlyoom.log 2>&1 & echo $!").split()[-1]),
+            # As `balloonctl run` with nothing set: report mode, events on.
+            "daemon": int(g.check(f"{BALLOONCTL} run >/tmp/idle-default.log 2>&1 & echo $!").split()[-1]),
+            # As the package runs it (udev/balloonctl.default): enforce, with
+            # the PCI target probe; its own state directory (one daemon per lock).
+            "installed": int(g.check(f"{BALLOONCTL} run --mode enforce --state-dir /run/balloonctl-enforce "
+                                     f">/tmp/idle-enforce.log 2>&1 & echo $!").split()[-1]),
+        }
+        modes: dict[str, Any] = {}
+        for name, state in (("daemon", "/run/balloonctl/state.json"),
+                            ("installed", "/run/balloonctl-enforce/state.json")):
+            deadline = time.monotonic() + 60
+            while True:
+                rc, text = g.run(f"cat {state} 2>/dev/null")
+                st = json.loads(text) if rc == 0 and text.strip().startswith("{") else {}
+                if st.get("pid") == pids[name] and st.get("limit_bytes") is not None:
+                    modes[name] = st.get("wakeups") or {}
+                    break
+                if time.monotonic() > deadline:
+                    _, log = g.run(f"tail -5 /tmp/idle-{'default' if name == 'daemon' else 'enforce'}.log")
+                    raise GuestError(f"{name} daemon did not come up within 60 s: {log.strip()}")
+                time.sleep(0.2)
+        # Start-up is over when both daemons stay under 1 ms of CPU per
+        # second for two 5 s spans (under TCG their start, the first ticks,
+        # dropping and locking pages, the symbol list, takes 20-30 s here)
+        # and their one-time relock is past (DaemonLoop.relockDue: the third
+        # tick once 30 s have passed, counted from about when state.json
+        # appeared).
+        daemons = {n: pids[n] for n in ("daemon", "installed")}
+        t_start, quiet_spans = time.monotonic(), 0
+        before = _idle_sample(g, daemons)
+        while quiet_spans < 2 or time.monotonic() - t_start < IDLE_RELOCK_S:
+            if time.monotonic() - t_start > IDLE_SETTLE_MAX_S:
+                raise GuestError(f"the daemons were still busy {IDLE_SETTLE_MAX_S:g} s after start")
+            time.sleep(IDLE_SETTLE_S)
+            after = _idle_sample(g, daemons)
+            busy = max((after[n]["run_ns"] - before[n]["run_ns"]) / 1000 / IDLE_SETTLE_S for n in daemons)
+            quiet_spans = quiet_spans + 1 if busy < 1000 else 0
+            before = after
+        res["settle_s"] = round(time.monotonic() - t_start, 1)
+        t0, a = g.now(), _idle_sample(g, pids)
+        time.sleep(IDLE_WINDOW_S)
+        t1, b = g.now(), _idle_sample(g, pids)
+        alive = {name: process_alive(g, pid) for name, pid in pids.items()}
+        for pid in pids.values():
+            g.run(f"kill -TERM {pid}")
+    wall = t1 - t0
+    for name in pids:
+        res[name] = {"cpu_us_per_s": round((b[name]["run_ns"] - a[name]["run_ns"]) / 1000 / wall, 1),
+                     "wakeups_per_s": round((b[name]["wakeups"] - a[name]["wakeups"]) / wall, 2),
+                     "vmrss_kib": b[name]["vmrss_kib"], "vmlck_kib": b[name]["vmlck_kib"], "alive": alive[name]}
+    base = res["earlyoom"]["cpu_us_per_s"]
+    res["ratio_to_earlyoom"] = round(res["daemon"]["cpu_us_per_s"] / base, 3) if base > 0 else None
+    res["installed_ratio_to_earlyoom"] = round(res["installed"]["cpu_us_per_s"] / base, 3) if base > 0 else None
+    res["wakeups"] = {name: m.get("mode") for name, m in modes.items()}
+    problems = [f"{name} died" for name, ok in alive.items() if not ok]
+    for name, m in modes.items():
+        if m.get("mode") != "events":
+            problems.append(f"the {name} daemon did not wake on events: {m.get('reason')}")
+    if res["ratio_to_earlyoom"] is None or res["ratio_to_earlyoom"] > 0.5:
+        problems.append(f"idle CPU {res['ratio_to_earlyoom']}x earlyoom's (> 0.5x)")
+    if res["installed_ratio_to_earlyoom"] is None or res["installed_ratio_to_earlyoom"] >= 1.0:
+        problems.append(f"the enforce daemon's idle CPU is {res['installed_ratio_to_earlyoom']}x earlyoom's (>= 1x)")
+    return verdict(res, problems)
+
+
 def run(ctx: Context) -> dict:
     seed = int(ctx.opts.get("events_seed", time.time()))
     rng = random.Random(seed)
     parts: dict[str, Any] = {"seed": seed}
-    wanted = [p for p in str(ctx.opts.get("events_parts", "race,fallback,lockdown")).split(",") if p]
-    for name, fn in (("race", _race), ("fallback", _fallback), ("lockdown", _lockdown)):
+    wanted = [p for p in str(ctx.opts.get("events_parts", "race,fallback,lockdown,idle")).split(",") if p]
+    for name, fn in (("race", _race), ("fallback", _fallback), ("lockdown", _lockdown), ("idle", _idle)):
         if name not in wanted:
             continue
         t0 = time.monotonic()
@@ -260,10 +398,10 @@ def run(ctx: Context) -> dict:
             parts[name] = {"passed": False, "reason": f"{type(e).__name__}: {e}"}
         parts[name]["seconds"] = round(time.monotonic() - t0, 1)
         if name == "race":
-            # Recorded, not yet asserted: the first runs were on a loaded
-            # machine, where 3 inflates varied 1.0-3.4 s (e2e/README.md).
+            # Measured in the race's guest, before anything is pinned.
             parts["probe_cost"] = ctx.shared.pop("events_probe_cost", {"passed": False, "reason": "not run"})
-    problems = [f"{n}: {parts[n].get('reason')}" for n in wanted if not parts[n].get("passed")]
+    checked = wanted + (["probe_cost"] if "race" in wanted else [])
+    problems = [f"{n}: {parts[n].get('reason')}" for n in checked if not parts[n].get("passed")]
     return verdict(parts, problems)
 
 
@@ -281,8 +419,9 @@ def describe(r: dict) -> list[str]:
                     f"{fmt_mib(b.get('max_balloon_before_release_bytes'))}")
     pc = r.get("probe_cost") or {}
     if pc:
-        bits.append(f"probe cost: 324 MiB inflate {pc.get('median_with_s')} s with the probe, "
-                    f"{pc.get('median_without_s')} s without ({pc.get('slowdown_pct')} %)")
+        bits.append(f"probe cost: the daemon took {pc.get('slowdown_bound_pct')} % of the vCPU during the median "
+                    f"324 MiB inflate; fastest inflate {pc.get('fastest_with_s')} s with the probe, "
+                    f"{pc.get('fastest_without_s')} s without ({pc.get('slowdown_pct')} %)")
     fb = r.get("fallback") or {}
     if fb:
         bits.append(f"fallback: wakeups {fb.get('wakeups')}, OOM kills {fb.get('oom_kills')}: {fb.get('reason')}")
@@ -290,7 +429,15 @@ def describe(r: dict) -> list[str]:
     if ld:
         bits.append(f"lockdown=integrity: wakeups {ld.get('wakeups')}, OOM kills {ld.get('oom_kills_with')}, "
                     f"over limit max {fmt_ms(ld.get('max_over_limit_ms'))}, probe error {ld.get('probe_error')}")
+    idle = r.get("idle") or {}
+    if idle.get("earlyoom"):
+        bits.append(f"idle ({idle.get('guest_mib')} MiB guest, {idle.get('window_s'):g} s): balloonctl "
+                    f"{idle['daemon']['cpu_us_per_s']} µs/s ({idle.get('ratio_to_earlyoom')}x), enforce "
+                    f"{idle['installed']['cpu_us_per_s']} µs/s ({idle.get('installed_ratio_to_earlyoom')}x), "
+                    f"earlyoom {idle['earlyoom']['cpu_us_per_s']} µs/s at {idle['earlyoom']['wakeups_per_s']} "
+                    "wake-ups/s")
     return bits
 
 
-SCENARIO = Scenario("events", run, describe, result_keys=["race", "fallback", "lockdown", "probe_cost", "seed"])
+SCENARIO = Scenario("events", run, describe,
+                    result_keys=["race", "fallback", "lockdown", "probe_cost", "idle", "seed"])

@@ -352,6 +352,9 @@ def guarded_kb(h: XenHost, d: DomU, workload_mib: Optional[int]) -> dict[str, An
     limit = (st or {}).get("limit_bytes")
     r["limit_bytes"] = limit
     r["held"] = xen_record(st).get("held")
+    # The Xen driver's event (docs/kernel-interfaces.md §10.1): the probe on
+    # watch_target, attached in a real domU.
+    r["wakeups"] = {k: ((st or {}).get("wakeups") or {}).get(k) for k in ("mode", "reason", "symbols")}
     s = d.sysfs_kib()
     r["final_sysfs"] = s
     r["hold_bytes"] = 1024 * MiB - s["target_kb"] * 1024
@@ -398,7 +401,7 @@ def kb_verdict(guarded: dict, unguarded: Optional[dict]) -> dict:
     res["oom_kills_without"] = (unguarded or {}).get("oom_kills")
     res["oom_kills_with"] = guarded.get("oom_kills")
     for k in ("max_balloon_bytes", "limit_bytes", "over_limit_ms", "over_limit_ms_hold", "hold_bytes",
-              "xl_list_mib", "xenstore_target_kib", "hold_reaction_ms"):
+              "xl_list_mib", "xenstore_target_kib", "hold_reaction_ms", "wakeups"):
         res[k] = guarded.get(k)
     problems = []
     if unguarded is None:
@@ -411,6 +414,9 @@ def kb_verdict(guarded: dict, unguarded: Optional[dict]) -> dict:
         problems.append(f"memhog did not complete with balloonctl (rc {guarded.get('workload_rc')})")
     if not guarded.get("held"):
         problems.append("the guard does not hold at the end")
+    wakeups = guarded.get("wakeups") or {}
+    if wakeups.get("mode") != "events" or "watch_target" not in (wakeups.get("symbols") or []):
+        problems.append(f"the daemon does not wake on watch_target: {wakeups}")
     limit = guarded.get("limit_bytes") or 0
     hold = guarded.get("hold_bytes") or 0
     asked = (1024 - int(1024 * 0.35)) * MiB
@@ -555,7 +561,8 @@ def describe(name: str, r: dict) -> str:
         return (f"OOM kills without {r.get('oom_kills_without')}, with {r.get('oom_kills_with')}; "
                 f"hold {(r.get('hold_bytes') or 0) >> 20} MiB at limit {(r.get('limit_bytes') or 0) >> 20} MiB, "
                 f"over limit {r.get('over_limit_ms_hold')} ms taking hold, {r.get('over_limit_ms')} ms in all (the workload lowers the limit); hold after {r.get('hold_reaction_ms')} ms; dom0 sees xl {r.get('xl_list_mib')} MiB, "
-                f"xenstore target {r.get('xenstore_target_kib')} KiB")
+                f"xenstore target {r.get('xenstore_target_kib')} KiB; wakes on "
+                f"{','.join((r.get('wakeups') or {}).get('symbols') or []) or 'nothing'}")
     if name in ("xen_override", "xen_readmit"):
         return f"reaction {r.get('reaction_ms')} ms"
     if name == "xen_status":
