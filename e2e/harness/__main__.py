@@ -217,6 +217,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         ctx = Context(kernel, os.path.join(args.results, label), args.balloonctl_note, opts)
         for name in selected:
             if label in kernel_only and name not in kernel_only[label]:
+                entry["scenarios"][name] = fill_keys(name, {
+                    "passed": None, "skipped": True,
+                    "reason": f"not run on this kernel: --kernels {label}:{'+'.join(kernel_only[label])}"})
                 continue
             if stop or interrupted:
                 entry["scenarios"][name] = fill_keys(name, {"passed": False if interrupted else None,
