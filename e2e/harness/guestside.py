@@ -33,14 +33,15 @@ def process_alive(g: Guest, pid: int) -> bool:
     return rc == 0 and " Z " not in out and "zombie" not in out
 
 
-def read_state(g: Guest) -> Optional[dict]:
-    """/run/balloonctl/state.json as written by the daemon, or None.
+def read_state(g: Guest, path: str = STATE) -> Optional[dict]:
+    """/run/balloonctl/state.json (or `path`, a daemon run with its own
+    --state-dir) as written by the daemon, or None.
 
     Format (BalloonKit DaemonState, version 1): pid, mode, interval_ms,
     limit_bytes, updated_boottime, balloons[] with kind, name, held,
     since_boottime (guest CLOCK_BOOTTIME seconds), releases, last_decision.
     """
-    rc, out = g.run(f"cat {STATE} 2>/dev/null")
+    rc, out = g.run(f"cat {path} 2>/dev/null")
     if rc != 0:
         return None
     try:
@@ -62,12 +63,12 @@ def is_held(st: dict) -> bool:
 
 
 def wait_state(g: Guest, pred: Callable[[dict], bool], timeout: float, what: str = "the awaited state",
-               period: float = 0.1) -> dict:
+               period: float = 0.1, path: str = STATE) -> dict:
     """Polls the state file until pred(state); returns that state."""
     deadline = time.monotonic() + timeout
     last = None
     while True:
-        st = read_state(g)
+        st = read_state(g, path)
         if st is not None:
             last = st
             if pred(st):

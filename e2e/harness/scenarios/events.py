@@ -25,14 +25,13 @@ idle      earlyoom (`--dryrun -r 0`), `balloonctl run` at its defaults and
 
 from __future__ import annotations
 
-import json
 import random
 import time
 from typing import Any, Optional
 
-from ..errors import GuestError
+from ..errors import GuestError, GuestTimeout
 from ..guest import Guest, MiB, page_align
-from ..guestside import driver_bound, is_held, pin_memory, process_alive, read_state, state_hold, wait_state
+from ..guestside import STATE, driver_bound, is_held, pin_memory, process_alive, read_state, state_hold, wait_state
 from .base import BALLOONCTL, TOL_MS, Context, Scenario, fmt_mib, fmt_ms, ms, verdict
 from .daemon import log_lines, start_and_wait_daemon
 
@@ -160,8 +159,9 @@ def _probe_cost(g: Guest, reps: int) -> dict[str, Any]:
     hits both alike.
 
     Asserted: the CPU the daemon took during an inflate, as a share of the
-    inflate's time (the median of the inflates; each with a fresh daemon). The guest has one vCPU, so that share bounds how
-    much the daemon can have slowed the inflate (the probe's own handler
+    inflate's time (the median of the inflates; each with a fresh daemon).
+    The guest has one vCPU, so that share bounds how much the daemon can
+    have slowed the inflate (the probe's own handler
     runs once per request, microseconds). Recorded: the fastest inflate of
     each side and their difference, which on a shared 2-CPU host varies
     by ±7-20 % between identical runs (e2e/README.md), more than the 5 %
@@ -292,6 +292,7 @@ IDLE_SETTLE_S = 5.0
 IDLE_SETTLE_MAX_S = 120.0
 IDLE_RELOCK_S = 35.0
 EARLYOOM = "/usr/bin/earlyoom"
+IDLE_ENFORCE_DIR = "/run/balloonctl-enforce"
 
 
 def _idle_sample(g: Guest, pids: dict[str, int]) -> dict[str, dict[str, int]]:
@@ -316,36 +317,36 @@ def _idle(ctx: Context, rng: random.Random) -> dict[str, Any]:
     with ctx.guest("events-idle", mem_mib=IDLE_GUEST_MIB, deflate_on_oom=False, swap_mib=0) as g:
         res["boot_s"] = round(g.boot(), 2)
         g.check(f"test -x {EARLYOOM}")
-        pids = {
-            "earlyoom": int(g.check(f"{EARLYOOM} --dryrun -r 0 >/tmp/earlyoom.log 2>&1 & echo $!").split()[-1]),
+
+        def spawn(cmd: str, log: str) -> int:
+            return int(g.check(f"{cmd} >{log} 2>&1 & echo $!").split()[-1])
+
+        # name: (command, its state file, its log)
+        daemons_run = {
             # As `balloonctl run` with nothing set: report mode, events on.
-            "daemon": int(g.check(f"{BALLOONCTL} run >/tmp/idle-default.log 2>&1 & echo $!").split()[-1]),
+            "daemon": (f"{BALLOONCTL} run", STATE, "/tmp/idle-default.log"),
             # As the package runs it (udev/balloonctl.default): enforce, with
             # the PCI target probe; its own state directory (one daemon per lock).
-            "installed": int(g.check(f"{BALLOONCTL} run --mode enforce --state-dir /run/balloonctl-enforce "
-                                     f">/tmp/idle-enforce.log 2>&1 & echo $!").split()[-1]),
+            "installed": (f"{BALLOONCTL} run --mode enforce --state-dir {IDLE_ENFORCE_DIR}",
+                          f"{IDLE_ENFORCE_DIR}/state.json", "/tmp/idle-enforce.log"),
         }
+        pids = {"earlyoom": spawn(f"{EARLYOOM} --dryrun -r 0", "/tmp/earlyoom.log")}
+        pids.update({name: spawn(cmd, log) for name, (cmd, _, log) in daemons_run.items()})
         modes: dict[str, Any] = {}
-        for name, state in (("daemon", "/run/balloonctl/state.json"),
-                            ("installed", "/run/balloonctl-enforce/state.json")):
-            deadline = time.monotonic() + 60
-            while True:
-                rc, text = g.run(f"cat {state} 2>/dev/null")
-                st = json.loads(text) if rc == 0 and text.strip().startswith("{") else {}
-                if st.get("pid") == pids[name] and st.get("limit_bytes") is not None:
-                    modes[name] = st.get("wakeups") or {}
-                    break
-                if time.monotonic() > deadline:
-                    _, log = g.run(f"tail -5 /tmp/idle-{'default' if name == 'daemon' else 'enforce'}.log")
-                    raise GuestError(f"{name} daemon did not come up within 60 s: {log.strip()}")
-                time.sleep(0.2)
+        for name, (_, path, log) in daemons_run.items():
+            try:
+                st = wait_state(g, lambda st: st.get("pid") == pids[name] and st.get("limit_bytes") is not None,
+                                60, what=f"the {name} daemon's first tick", period=0.2, path=path)
+            except GuestTimeout as e:
+                raise GuestError(f"{e}; log: {g.run(f'tail -5 {log}')[1].strip()}") from e
+            modes[name] = st.get("wakeups") or {}
         # Start-up is over when both daemons stay under 1 ms of CPU per
         # second for two 5 s spans (under TCG their start, the first ticks,
         # dropping and locking pages, the symbol list, takes 20-30 s here)
         # and their one-time relock is past (DaemonLoop.relockDue: the third
         # tick once 30 s have passed, counted from about when state.json
         # appeared).
-        daemons = {n: pids[n] for n in ("daemon", "installed")}
+        daemons = {n: pids[n] for n in daemons_run}
         t_start, quiet_spans = time.monotonic(), 0
         before = _idle_sample(g, daemons)
         while quiet_spans < 2 or time.monotonic() - t_start < IDLE_RELOCK_S:
