@@ -85,7 +85,7 @@ extension StateFields {
     let items = try array(field)
     var levers = Set<BalloonKind>()
     for item in items {
-      guard let name = item.string, let kind = BalloonKind(rawValue: name), kind != .hyperv,
+      guard let name = item.string, let kind = BalloonKind(rawValue: name), kind.driver.hasLever,
         levers.insert(kind).inserted
       else {
         throw fail(

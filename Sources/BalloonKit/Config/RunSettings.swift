@@ -98,12 +98,14 @@ public struct RunSettings: Sendable, Equatable {
     return settings
   }
 
-  /// `virtio,vmware,xen`, or `none`. Hyper-V has no lever to enable.
+  /// `virtio,vmware,xen`, or `none`: kinds whose driver has a lever
+  /// (Hyper-V has none to enable).
   public static func parseLevers(_ value: String) -> Set<BalloonKind>? {
     if value == "none" { return [] }
     var levers = Set<BalloonKind>()
     for part in value.split(separator: ",") {
-      guard let kind = BalloonKind(rawValue: String(part).trimmingSpaces), kind != .hyperv else {
+      guard let kind = BalloonKind(rawValue: String(part).trimmingSpaces), kind.driver.hasLever
+      else {
         return nil
       }
       levers.insert(kind)

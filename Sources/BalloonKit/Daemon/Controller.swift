@@ -110,10 +110,10 @@ public final class Controller {
     // The effective settings, so `status` judges the hold by this daemon's own.
     state.settings = config.settings
     state.wakeups = config.wakeups
-    // Xen grants from a previous run of this boot are resumed; from another
-    // boot they are dropped, so they are not written back as this boot's.
+    // What each kind kept of its balloons (Xen: the grant) is taken up from
+    // a previous run of this boot; from another boot its driver decides.
     let resumed = previous.map {
-      Self.resumeXenGrants($0, root: root, nowWall: Clock.wall(), nowBoottime: Clock.boottime())
+      Self.resumeKept($0, root: root, nowWall: Clock.wall(), nowBoottime: Clock.boottime())
     }
     recorder = Recorder(
       state: state,
@@ -121,24 +121,20 @@ public final class Controller {
       intervalSeconds: config.intervalSeconds, logger: logger)
   }
 
-  /// A restarted daemon resumes the Xen grants the previous run saw, if that
-  /// run was in this boot: its boot began (updated_at − updated_boottime)
-  /// when this one did, within `sameBootSeconds`. A grant from another boot
-  /// (a persistent --state-dir, a VM given less memory since) is dropped:
-  /// then the grant is what the present shows, a smaller balloon, never
-  /// memory the toolstack did not grant.
-  static func resumeXenGrants(
+  /// A restarted daemon gives each balloon's driver what the previous run
+  /// kept of it (`BalloonDriver.resume`), saying whether that run was in
+  /// this boot: its boot began (updated_at − updated_boottime) when this one
+  /// did, within `sameBootSeconds`. Xen resumes its grant only then
+  /// (XenDriver.swift).
+  static func resumeKept(
     _ previous: DaemonState, root: Root, nowWall: Int64, nowBoottime: Double
   ) -> DaemonState {
     var previous = previous
     let trusted = sameBoot(previous, nowWall: nowWall, nowBoottime: nowBoottime)
-    for index in previous.balloons.indices where previous.balloons[index].kind == .xen {
+    for index in previous.balloons.indices {
       let record = previous.balloons[index]
-      guard trusted, !record.sysPath.isEmpty, let granted = record.grantedBytes else {
-        previous.balloons[index].grantedBytes = nil
-        continue
-      }
-      XenGrant.remember(granted, for: root.path(record.sysPath).string)
+      previous.balloons[index].kept = record.kind.driver.resume(
+        record.kept, sysPath: record.sysPath, root: root, sameBoot: trusted)
     }
     return previous
   }
@@ -301,8 +297,8 @@ public final class Controller {
     var lowestQuietLimit: UInt64
 
     /// Armed only where `Policy.releasable` provably decides `none` and keeps
-    /// the hold for every limit ≥ `lowestQuietLimit`: every balloon virtio
-    /// (Policy.releasable), not held, no blind re-admit whose escalation
+    /// the hold for every limit ≥ `lowestQuietLimit`: every balloon's
+    /// driver `steadyFromCounters` (decided by Policy.releasable), not held, no blind re-admit whose escalation
     /// could expire, read from the counters only (TickReader.readsCountersOnly);
     /// present and bound, a balloon acts only when its size or target is
     /// over the limit; absent or unbound, never. Debug logging writes a
@@ -313,7 +309,7 @@ public final class Controller {
       else { return nil }
       var lowest: UInt64 = 0
       for (observation, hold) in zip(quiet.observations, quiet.previous) {
-        guard observation.kind == .virtio, !hold.held, hold.blindReadmitAt == nil,
+        guard observation.kind.driver.steadyFromCounters, !hold.held, hold.blindReadmitAt == nil,
           observation.unreadable == nil
         else { return nil }
         if observation.present && observation.bound {

@@ -40,6 +40,11 @@ public protocol BalloonDriver: Sendable {
   func sizedByCounters(_ reading: BalloonReading) -> Bool
   /// Lines `status` adds under the balloon (after its target).
   func statusLines(_ reading: BalloonReading) -> [String]
+  /// Whether, with no probe, no lever and no process list, its reading comes
+  /// from the kernel's counters alone (meminfo's `Balloon:`, vmstat) and its
+  /// decision is `Policy.releasable`'s: then a tick whose counters did not
+  /// move may reuse the last reading (TickReader.readsCountersOnly).
+  var steadyFromCounters: Bool { get }
 
   // MARK: Decide (pure)
 
@@ -61,6 +66,9 @@ public protocol BalloonDriver: Sendable {
 
   // MARK: Lever
 
+  /// Whether the kind has a lever at all (Hyper-V: none), so that the
+  /// `levers` setting may name it.
+  var hasLever: Bool { get }
   /// Whether the lever exists here (the file or program it needs); the
   /// caller has checked that configuration enables it.
   func leverAvailable(_ device: BalloonDevice, held: Bool, actuators: Actuators) -> Bool
@@ -76,6 +84,29 @@ public protocol BalloonDriver: Sendable {
   func parseHold(_ record: StateFields, into hold: inout HoldState) throws(SourceError)
   /// The decision member naming the number its lever writes (Xen: `target_kb`).
   var leverArgumentName: String? { get }
+
+  // MARK: Memory of a balloon (held or not)
+
+  /// What the kind keeps of a balloon from tick to tick, given this tick's
+  /// observation and what it kept before (Xen: the largest grant seen). Pure.
+  func remember(_ observation: BalloonObservation, kept: (any RecordPayload)?) -> (
+    any RecordPayload
+  )?
+  /// A restarted daemon takes up what the previous run kept: `sameBoot` when
+  /// that run was in this boot. Returns what to keep (nil: drop it).
+  func resume(_ kept: (any RecordPayload)?, sysPath: String, root: Root, sameBoot: Bool) -> (
+    any RecordPayload
+  )?
+  /// The members the kind adds to every record of its balloons in the state file.
+  func recordJSON(_ kept: (any RecordPayload)?) -> [(String, JSONValue)]
+  /// Reads them back (the file is untrusted: ranges checked, one error naming the field).
+  func parseRecord(_ record: StateFields) throws(SourceError) -> (any RecordPayload)?
+  /// Whether a hold resumed from the state file can be told ours only from
+  /// a reading of the balloon (Xen: target_kb), not from discovery alone.
+  var verifiesResumedHoldByReading: Bool { get }
+  /// Whether a held balloon is re-admitted once its target falls under the
+  /// re-admit threshold (false: the kind's hold follows the limit, Xen).
+  var readmitsAtThreshold: Bool { get }
 
   // MARK: Events
 
@@ -132,6 +163,18 @@ extension HoldPayload where Self: Equatable {
   }
 }
 
+/// A kind's own memory of a balloon beyond its hold (typed by its driver),
+/// kept in its BalloonRecord and the state file.
+public protocol RecordPayload: Sendable {
+  func isEqual(to other: any RecordPayload) -> Bool
+}
+
+extension RecordPayload where Self: Equatable {
+  public func isEqual(to other: any RecordPayload) -> Bool {
+    (other as? Self) == self
+  }
+}
+
 /// The defaults most kinds share.
 extension BalloonDriver {
   public func unlistedDevice(named name: String) -> BalloonDevice? { nil }
@@ -141,10 +184,22 @@ extension BalloonDriver {
   public var sizedByVmstat: Bool { false }
   public func sizedByCounters(_ reading: BalloonReading) -> Bool { false }
   public func statusLines(_ reading: BalloonReading) -> [String] { [] }
+  public var steadyFromCounters: Bool { false }
+  public var hasLever: Bool { true }
   public func heldDetail(_ hold: HoldState) -> [String]? { nil }
   public func holdJSON(_ hold: HoldState) -> [(String, JSONValue)] { [] }
   public func parseHold(_ record: StateFields, into hold: inout HoldState) throws(SourceError) {}
   public var leverArgumentName: String? { nil }
+  public func remember(_ observation: BalloonObservation, kept: (any RecordPayload)?) -> (
+    any RecordPayload
+  )? { kept }
+  public func resume(_ kept: (any RecordPayload)?, sysPath: String, root: Root, sameBoot: Bool)
+    -> (any RecordPayload)?
+  { kept }
+  public func recordJSON(_ kept: (any RecordPayload)?) -> [(String, JSONValue)] { [] }
+  public func parseRecord(_ record: StateFields) throws(SourceError) -> (any RecordPayload)? { nil }
+  public var verifiesResumedHoldByReading: Bool { false }
+  public var readmitsAtThreshold: Bool { true }
   public var eventSymbols: [KernelSymbol] { [] }
   public var targetCurrentAtEvent: Bool { false }
 
@@ -217,6 +272,7 @@ struct UnknownDriver: BalloonDriver {
   func resumedHoldProblem(_ hold: HoldState, device: BalloonDevice, observation: BalloonObservation)
     -> ResumedHoldProblem?
   { .neverHeld }
+  var hasLever: Bool { false }
   func leverAvailable(_ device: BalloonDevice, held: Bool, actuators: Actuators) -> Bool { false }
   func act(_ decision: Decision, on device: BalloonDevice, actuators: Actuators)
     throws(ActuatorError)

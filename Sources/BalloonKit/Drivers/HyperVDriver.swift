@@ -82,6 +82,9 @@ public struct HyperVDriver: BalloonDriver {
     .kind(KindReason(HyperVReason.neverHeld))
   }
 
+  /// The host alone sizes it; the guest can only be told (alert).
+  public var hasLever: Bool { false }
+
   public func leverAvailable(_ device: BalloonDevice, held: Bool, actuators: Actuators) -> Bool {
     false
   }

@@ -16,6 +16,9 @@ public struct VirtioDriver: BalloonDriver {
   /// that calls virtballoon_changed, and the PCI window reads config space
   /// itself (docs/kernel-interfaces.md §2.6, §10.1).
   public var targetCurrentAtEvent: Bool { true }
+  /// Without the probe its size is meminfo's `Balloon:` or vmstat's
+  /// counters and its target unknown; it is decided by Policy.releasable.
+  public var steadyFromCounters: Bool { true }
   public init() {}
 
   public static let driverDirectory = "/sys/bus/virtio/drivers/virtio_balloon"

@@ -3,7 +3,7 @@ import SystemPackage
 /// The Xen balloon (xen-balloon, built in). Discovered as
 /// `/sys/devices/system/xen_memory/xen_memory0`; sized against what the
 /// toolstack granted (`XenBalloonStats.grantedBytes`, remembered in
-/// `XenGrant`): the balloon is `granted − info/current_kb`, its target
+/// `XenGrant` and the record's `XenKept`): the balloon is `granted − info/current_kb`, its target
 /// `granted − target_kb`. Lever: write `target_kb` so the balloon sits
 /// exactly at the limit (a partial hold), never above the grant, and the
 /// host's target back when it fits again.
@@ -225,6 +225,61 @@ public struct XenDriver: BalloonDriver {
     if written != nil || wish != nil {
       hold.payload = XenHold(writtenTargetKiB: written, hostBalloonTargetBytes: wish)
     }
+  }
+
+  /// The grant the reading was sized against, kept when it grows.
+  public func remember(_ observation: BalloonObservation, kept: (any RecordPayload)?) -> (
+    any RecordPayload
+  )? {
+    let before = (kept as? XenKept)?.grantedBytes ?? 0
+    guard let xen = observation.payload as? XenObservation, xen.reservationBytes > before else {
+      return kept
+    }
+    return XenKept(grantedBytes: xen.reservationBytes)
+  }
+
+  /// A grant from a previous run of this boot is remembered again (the
+  /// reader sizes against it); from another boot (a persistent --state-dir,
+  /// a VM given less memory since) it is dropped, so it is not written back
+  /// as this boot's: the grant is then what the present shows, a smaller
+  /// balloon, never memory the toolstack did not grant.
+  public func resume(
+    _ kept: (any RecordPayload)?, sysPath: String, root: Root, sameBoot: Bool
+  ) -> (any RecordPayload)? {
+    guard sameBoot, !sysPath.isEmpty, let grant = kept as? XenKept else { return nil }
+    XenGrant.remember(grant.grantedBytes, for: root.path(sysPath).string)
+    return grant
+  }
+
+  /// `xen_granted_bytes`, null until a grant is seen.
+  public func recordJSON(_ kept: (any RecordPayload)?) -> [(String, JSONValue)] {
+    [("xen_granted_bytes", .optional((kept as? XenKept)?.grantedBytes))]
+  }
+
+  /// Absent or null in a state file from before the grant was kept.
+  public func parseRecord(_ record: StateFields) throws(SourceError) -> (any RecordPayload)? {
+    try record.optionalInteger("xen_granted_bytes", StateRange.bytes).map(XenKept.init)
+  }
+
+  /// Ours only if target_kb is the one written, which takes a reading.
+  public var verifiesResumedHoldByReading: Bool { true }
+  /// The hold follows the limit (set_target), not a re-admit threshold.
+  public var readmitsAtThreshold: Bool { false }
+}
+
+/// Xen's memory of a balloon, held or not: the largest reservation the
+/// toolstack granted that the daemon saw (`XenGrant`), kept so that a
+/// restarted daemon still sizes the balloon against it
+/// (docs/kernel-interfaces.md §3.1).
+public struct XenKept: RecordPayload, Equatable {
+  public var grantedBytes: UInt64
+}
+
+extension BalloonRecord {
+  /// Xen: the grant kept (nil: none seen, or another kind).
+  public var xenGrantedBytes: UInt64? {
+    get { (kept as? XenKept)?.grantedBytes }
+    set { kept = newValue.map(XenKept.init) }
   }
 }
 

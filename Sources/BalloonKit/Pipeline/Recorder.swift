@@ -199,7 +199,10 @@ public final class Recorder {
     ]
     if let current = before?.effectiveCurrentBytes { metadata["before_bytes"] = "\(current)" }
     if let target = before?.target.bytes { metadata["target_bytes"] = "\(target)" }
-    if let kib = decision.xenTargetKiB { metadata["target_kb"] = "\(kib)" }
+    // The number the lever writes, under the kind's name for it (Xen: target_kb).
+    if let argument = decision.leverArgument, let name = device.kind.driver.leverArgumentName {
+      metadata[name] = "\(argument)"
+    }
     if let trigger = decision.why.trigger { metadata["trigger"] = "\(trigger.rawValue)" }
     if let error {
       metadata["error"] = "\(error)"

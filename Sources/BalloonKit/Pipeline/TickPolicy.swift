@@ -75,17 +75,15 @@ public struct TickPolicy: Sendable {
         kind: device.kind, name: device.name, sysPath: device.sysPath, hold: config.freshState)
     if sight.listed { record.sysPath = device.sysPath }
     let observation = sight.observation
-    // Xen: the grant the reading was sized against, kept when it grows.
-    if let xen = observation.payload as? XenObservation,
-      xen.reservationBytes > record.grantedBytes ?? 0
-    {
-      record.grantedBytes = xen.reservationBytes
-    }
+    let driver = device.kind.driver
+    record.kept = driver.remember(observation, kept: record.kept)
     let readable = observation.unreadable == nil
     var droppedHold: ResumedHoldProblem?
     var verified = false
-    // Bound or not comes from discovery; Xen's target_kb needs a reading.
-    if !unverified.isEmpty, unverified.contains(record.key), readable || device.kind != .xen {
+    // Bound or not comes from discovery; some kinds need a reading.
+    if !unverified.isEmpty, unverified.contains(record.key),
+      readable || !driver.verifiesResumedHoldByReading
+    {
       if let problem = Self.resumedHoldProblem(record, sight: sight, devices: devices) {
         droppedHold = problem
         var fresh = config.freshState

@@ -73,10 +73,6 @@ public final class TickReader {
   /// pin counters move slowly; a change of them triggers the process scan).
   public static let vmstatEveryTicks = 10
 
-  /// The vmw_balloon module as discovery names it when loaded (its driver's
-  /// fixed device for a held, unloaded balloon).
-  public static let vmwModule = VMwareDriver.module
-
   public let root: Root
   public let options: Options
   let logger: Logger
@@ -332,15 +328,16 @@ public final class TickReader {
   // MARK: The steady tick (Controller.steadyTick)
 
   /// Whether every balloon's reading comes from the kernel's counters alone
-  /// (virtio without a probe: its size from nr_balloon_pages or Balloon:,
-  /// its target unknown, docs/kernel-interfaces.md) and nothing but the
+  /// (its driver's `steadyFromCounters`; virtio without a probe: its size
+  /// from nr_balloon_pages or Balloon:, its target unknown,
+  /// docs/kernel-interfaces.md) and nothing but the
   /// counters is read for it: report mode, no lever to check, no process
   /// list kept. Then a tick whose /proc/meminfo has the same `Balloon:` and
   /// whose /proc/vmstat is the cached one reads the same balloons as the
   /// last tick, and only the limit can differ.
   var readsCountersOnly: Bool {
     options.probe == nil && options.levers == nil && !options.enforcing
-      && !options.rankProcesses && devices.allSatisfy { $0.kind == .virtio }
+      && !options.rankProcesses && devices.allSatisfy { $0.kind.driver.steadyFromCounters }
   }
 
   /// The steady tick's read: /proc/meminfo, in the kernel's layout, and

@@ -37,9 +37,10 @@ public struct DaemonReport: Sendable {
   }
 
   /// Where a held balloon is re-admitted, when that depends on the target
-  /// alone (not Xen, whose hold follows the limit; not a blind back-off).
+  /// alone (not a kind whose hold follows the limit; not a blind back-off).
   func readmitThreshold(_ record: BalloonRecord, limitBytes: UInt64?) -> UInt64? {
-    guard record.hold.held, record.kind != .xen, record.hold.readmitNotBefore == nil,
+    guard record.hold.held, record.kind.driver.readmitsAtThreshold,
+      record.hold.readmitNotBefore == nil,
       let limitBytes
     else { return nil }
     return Policy.readmitThreshold(limitBytes, policy)

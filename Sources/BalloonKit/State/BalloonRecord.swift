@@ -7,16 +7,27 @@ public struct BalloonRecord: Sendable, Equatable {
   public var lastDecision: Decision?
   /// Wall-clock seconds since the epoch of `lastDecision`.
   public var lastDecisionAt: Int64?
-  /// Xen: the largest reservation the toolstack granted that the daemon saw
-  /// (`XenGrant`), kept so that a restarted daemon still sizes the balloon
-  /// against it (docs/kernel-interfaces.md §3.1). nil for other kinds.
-  public var grantedBytes: UInt64?
+  /// The kind's own memory of the balloon, held or not, typed by its driver
+  /// (`BalloonDriver.remember`; Xen: the largest grant seen, `XenKept`).
+  public var kept: (any RecordPayload)?
 
   public init(kind: BalloonKind, name: String, sysPath: String, hold: HoldState) {
     self.kind = kind
     self.name = name
     self.sysPath = sysPath
     self.hold = hold
+  }
+
+  public static func == (lhs: Self, rhs: Self) -> Bool {
+    let sameKept: Bool =
+      switch (lhs.kept, rhs.kept) {
+      case (nil, nil): true
+      case (let left?, let right?): left.isEqual(to: right)
+      default: false
+      }
+    return lhs.kind == rhs.kind && lhs.name == rhs.name && lhs.sysPath == rhs.sysPath
+      && lhs.hold == rhs.hold && lhs.lastDecision == rhs.lastDecision
+      && lhs.lastDecisionAt == rhs.lastDecisionAt && sameKept
   }
 
   /// The key balloons are tracked by: a virtio device keeps its name across

@@ -104,9 +104,10 @@ public struct DaemonState: Sendable, Equatable {
       ("backoff_seconds", .number(hold.backoffSeconds)),
       ("blind_readmit_at_boottime", optionalNumber(hold.blindReadmitAt)),
     ]
-    // The kind's own memory of the hold (Xen: the target_kb it wrote).
+    // The kind's own memory of the hold (Xen: the target_kb it wrote) and of
+    // the balloon (Xen: the grant).
     members += record.kind.driver.holdJSON(hold)
-    if record.kind == .xen { members.append(("xen_granted_bytes", .optional(record.grantedBytes))) }
+    members += record.kind.driver.recordJSON(record.kept)
     members.append(("releases", .integer(UInt64(max(0, hold.releases)))))
     if let decision = record.lastDecision {
       members.append(
@@ -201,10 +202,7 @@ public struct DaemonState: Sendable, Equatable {
     // it; the device is found again by discovery.
     let sysPath = try fields.optionalSysPath("sys_path") ?? ""
     var record = BalloonRecord(kind: kind, name: name, sysPath: sysPath, hold: hold)
-    // Absent in a state file from before the grant was kept.
-    if kind == .xen {
-      record.grantedBytes = try fields.optionalInteger("xen_granted_bytes", StateRange.bytes)
-    }
+    record.kept = try kind.driver.parseRecord(fields)
     if let last = try fields.optionalObject("last_decision") {
       record.lastDecision = try DecisionJSON.parse(last, kind: kind)
       record.lastDecisionAt = try last.optionalInteger("at", StateRange.epochSeconds).map(

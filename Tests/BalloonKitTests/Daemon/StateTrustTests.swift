@@ -173,7 +173,7 @@ struct StateTrustTests {
         state.updatedBoottime = Clock.boottime() + boottimeOffset
         var record = BalloonRecord(
           kind: .xen, name: "xen_memory0", sysPath: xenDevice, hold: HoldState(backoffSeconds: 30))
-        record.grantedBytes = grant
+        record.xenGrantedBytes = grant
         state.balloons = [record]
         previous = state
       }
@@ -181,7 +181,7 @@ struct StateTrustTests {
       let report = try controller.tick(now: Clock.boottime(), wall: Clock.wall())
       return (
         report.snapshot.balloons.first?.effectiveCurrentBytes,
-        controller.state.record(forKey: "xen:xen_memory0")?.grantedBytes
+        controller.state.record(forKey: "xen:xen_memory0")?.xenGrantedBytes
       )
     }
     // No state: the present alone; the grant seen is kept for the next run.

@@ -23,7 +23,7 @@ struct TickPipelineTests {
     #expect(reading.sights.map(\.listed) == [true, false, false])
     // The vmw module is the fixed one (its lever is a modprobe by name); an
     // unlisted virtio record has no path and no lever.
-    #expect(reading.sights[1].device == TickReader.vmwModule)
+    #expect(reading.sights[1].device == VMwareDriver.module)
     #expect(reading.sights[2].device.sysPath == "")
     #expect(!reading.sights[2].observation.leverAvailable)
   }

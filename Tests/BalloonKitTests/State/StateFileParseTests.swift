@@ -236,9 +236,9 @@ struct StateFileParseTests {
     #expect(virtio.lastDecision?.action == .release)
     #expect(virtio.lastDecisionAt == 1_700_000_050)
     #expect(state.record(forKey: "xen:xen_memory0")?.hold.xenWrittenTargetKiB == 1_048_576)
-    #expect(state.record(forKey: "xen:xen_memory0")?.grantedBytes == UInt64(4 << 30))
+    #expect(state.record(forKey: "xen:xen_memory0")?.xenGrantedBytes == UInt64(4 << 30))
     // Kept for Xen only: another kind's record ignores the key.
-    #expect(virtio.grantedBytes == nil)
+    #expect(virtio.kept == nil)
   }
 
   @Test("what balloonctl writes reads back the same")
@@ -262,7 +262,7 @@ struct StateFileParseTests {
     var xen = BalloonRecord(
       kind: .xen, name: "xen_memory0", sysPath: "/sys/devices/system/xen_memory/xen_memory0",
       hold: HoldState(backoffSeconds: 30))
-    xen.grantedBytes = 1 << 30
+    xen.xenGrantedBytes = 1 << 30
     state.update(xen)
     let text = state.json().rendered() + "\n"
     #expect(try DaemonState.parse(Array(text.utf8), path: Self.path) == state)
