@@ -263,22 +263,28 @@ def main(argv: Optional[list[str]] = None) -> int:
     print()
     print(text)
 
-    failed = []
+    # Each failure again with its reason, last: a CI log that keeps only
+    # its tail still says why.
+    failed: list[tuple[str, str]] = []
     for k in results:
         for name in selected if k["scenarios"] else []:
             if k["label"] in kernel_only and name not in kernel_only[k["label"]]:
                 continue
             r = k["scenarios"][name]
             if not r.get("passed"):
-                failed.append(f"{k['label']}/{name}")
+                failed.append((f"{k['label']}/{name}", r.get("reason") or ""))
         for name in SYSTEM_SCENARIOS if k.get("system") else []:
-            if not (k["system"].get(name) or {}).get("passed"):
-                failed.append(f"{k['label']}/system/{name}")
+            r = k["system"].get(name) or {}
+            if not r.get("passed"):
+                failed.append((f"{k['label']}/system/{name}", r.get("reason") or ""))
         for name in xen_selected if k.get("xen") else []:
-            if not (k["xen"].get(name) or {}).get("passed"):
-                failed.append(f"{k['label']}/xen/{name}")
+            r = k["xen"].get(name) or {}
+            if not r.get("passed"):
+                failed.append((f"{k['label']}/xen/{name}", r.get("reason") or ""))
     if failed:
-        print(f"failed: {' '.join(failed)}")
+        print(f"failed: {' '.join(name for name, _ in failed)}")
+        for name, reason in failed:
+            print(f"  {name}: {reason or 'no reason recorded'}")
     print(f"results: {results_path}", flush=True)
     if interrupted:
         return 130
