@@ -1,3 +1,5 @@
+import Synchronization
+
 /// Reads a virtio balloon's `num_pages` and `actual` from userspace through the
 /// PCI function's config space, for a root that can write it.
 ///
@@ -31,6 +33,9 @@ public struct VirtioPCIWindowProbe: VirtioConfigProbe {
   public let root: Root
   let openConfigSpace: ConfigSpaceFactory
   let openLegacyIOBar: IOBarFactory
+  /// What each function's first full read learnt: its window and device
+  /// config, so later reads skip the header and the capability walk.
+  let layouts = VirtioPCILayouts()
 
   public init(root: Root) {
     self.root = root
@@ -60,6 +65,18 @@ public struct VirtioPCIWindowProbe: VirtioConfigProbe {
       throw ProbeError(SysfsPCIConfigSpace.invalidAddressReason(pciAddress))
     }
     let space = try openConfigSpace(address)
+    if let known = layouts[address] {
+      // Still the function it was learnt from: read through the window it
+      // had. Anything else (another function at this address, a window that
+      // no longer keeps its registers, a failed access) forgets it, and the
+      // full read below says what is wrong.
+      if (try? VirtioPCILayouts.matches(space, known)) == true,
+        let config = try? Self.readPair(space, device: known.device, window: known.window)
+      {
+        return config
+      }
+      layouts[address] = nil
+    }
     let header = try space.read(offset: 0, count: VirtioPCICapabilities.headerSize)
     let transitional = try Self.checkIdentity(header: header, address: address)
     let entries = try VirtioPCICapabilities.walk(header: header) {
@@ -68,8 +85,12 @@ public struct VirtioPCIWindowProbe: VirtioConfigProbe {
     }
     let modernFailure: ProbeError
     do {
-      return try Self.readThroughWindow(
-        space, capabilities: entries.compactMap(VirtioPCICapabilities.virtio))
+      let (device, window) = try Self.windowLayout(
+        entries.compactMap(VirtioPCICapabilities.virtio))
+      let config = try Self.readPair(space, device: device, window: window)
+      layouts[address] = VirtioPCILayouts.Layout(
+        identity: VirtioPCILayouts.identity(header: header), device: device, window: window)
+      return config
     } catch {
       modernFailure = error
     }
@@ -118,6 +139,14 @@ public struct VirtioPCIWindowProbe: VirtioConfigProbe {
   static func readThroughWindow(
     _ space: any PCIConfigSpace, capabilities: [VirtioPCICapability]
   ) throws(ProbeError) -> VirtioBalloonConfig {
+    let (device, window) = try windowLayout(capabilities)
+    return try readPair(space, device: device, window: window)
+  }
+
+  /// The modern route's two capabilities, checked: (device config, PCI_CFG window).
+  static func windowLayout(_ capabilities: [VirtioPCICapability]) throws(ProbeError) -> (
+    device: VirtioPCICapability, window: VirtioPCICapability
+  ) {
     guard !capabilities.isEmpty else {
       throw ProbeError("no virtio capabilities (not a modern virtio PCI function)")
     }
@@ -145,6 +174,13 @@ public struct VirtioPCIWindowProbe: VirtioConfigProbe {
         "virtio PCI_CFG capability at \(windowPosition) is \(window.capLength) bytes, "
           + "needs 20 (with pci_cfg_data)")
     }
+    return (device, window)
+  }
+
+  /// num_pages and actual through the window.
+  static func readPair(
+    _ space: any PCIConfigSpace, device: VirtioPCICapability, window: VirtioPCICapability
+  ) throws(ProbeError) -> VirtioBalloonConfig {
     let numPages = try readWindow(
       space, at: window.position, bar: device.bar, offset: device.offset)
     let actual = try readWindow(
@@ -200,5 +236,48 @@ public struct VirtioPCIWindowProbe: VirtioConfigProbe {
       throw ProbeError("short read of the legacy device config (\(bytes.count) of 4 bytes)")
     }
     return bytes.withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) }
+  }
+}
+
+/// The layout the probe learnt per PCI function (by address). A function's
+/// capability list is fixed by its device, and on a VM every config-space
+/// access traps to the hypervisor: the header and the walk are about 40
+/// accesses, the two window reads 14 (docs/kernel-interfaces.md §2.6). So
+/// the walk runs once per function; each later read first checks, in 7
+/// accesses, that the function is still the one it was learnt from.
+final class VirtioPCILayouts: Sendable {
+  struct Layout: Sendable, Equatable {
+    /// Config bytes 0x00-0x03 (vendor, device) and 0x2c-0x2f (subsystem IDs).
+    var identity: [UInt8]
+    var device: VirtioPCICapability
+    var window: VirtioPCICapability
+  }
+
+  private let known = Mutex<[String: Layout]>([:])
+
+  subscript(address: String) -> Layout? {
+    get { known.withLock { $0[address] } }
+    set { known.withLock { $0[address] = newValue } }
+  }
+
+  static func identity(header: [UInt8]) -> [UInt8] {
+    Array(header[0x00..<0x04]) + Array(header[0x2c..<0x30])
+  }
+
+  /// Whether `space` is still the function `layout` was learnt from: the
+  /// same IDs, the same device-config capability at its place, and a
+  /// PCI_CFG capability of the same size where the window was (its
+  /// registers, +4 to +15, are the window's and change with every read).
+  static func matches(_ space: any PCIConfigSpace, _ layout: Layout) throws(ProbeError) -> Bool {
+    let ids = try space.read(offset: 0x00, count: 4) + space.read(offset: 0x2c, count: 4)
+    guard ids == layout.identity else { return false }
+    let device = try space.read(offset: layout.device.position, count: 16)
+    let entry = VirtioPCICapabilities.Entry(
+      id: device.first ?? 0, position: layout.device.position, bytes: device)
+    guard VirtioPCICapabilities.virtio(entry) == layout.device else { return false }
+    let window = try space.read(offset: layout.window.position, count: 4)
+    return window.count == 4 && window[0] == VirtioPCICapabilities.vendorID
+      && Int(window[2]) == layout.window.capLength
+      && window[3] == VirtioPCICapability.pciConfig
   }
 }

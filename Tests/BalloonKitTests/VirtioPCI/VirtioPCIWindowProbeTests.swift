@@ -141,6 +141,94 @@ struct VirtioPCIWindowProbeTests {
         ])
   }
 
+  @Test("a later read of the same function checks it in 4 reads and skips the header and the walk")
+  func layoutKept() throws {
+    let device = Device(Layout.qemu(numPages: 1, actual: 2))
+    let probe = probe(device)
+    _ = try probe.readBalloonConfig(pciAddress: "0000:00:03.0")
+    device.update { state in
+      state.reads = []
+      state.attemptedWrites = []
+      // The host asks for more: the next read must see it.
+      Layout.put32(&state.bars[4]!, 0x2000, 300)
+      Layout.put32(&state.bars[4]!, 0x2004, 200)
+    }
+    let config = try probe.readBalloonConfig(pciAddress: "0000:00:03.0")
+    #expect(config == VirtioBalloonConfig(numPages: 300, actual: 200))
+    #expect(
+      device.reads
+        == [
+          .init(offset: 0x00, count: 4), .init(offset: 0x2c, count: 4),
+          .init(offset: 0x60, count: 16), .init(offset: 0x84, count: 4),
+          .init(offset: 0x88, count: 12), .init(offset: 0x94, count: 4),
+          .init(offset: 0x88, count: 12), .init(offset: 0x94, count: 4),
+        ])
+    #expect(
+      device.writes
+        == windowWrites(cap: 0x84, bar: 4, offset: 0x2000)
+        + windowWrites(cap: 0x84, bar: 4, offset: 0x2004))
+  }
+
+  /// The first read learns QEMU's layout; then the function at the address
+  /// changes, and the second read must walk again and read the new one.
+  @Test(
+    "another function at the same address is walked again",
+    arguments: ["device ID", "device config moved", "capabilities moved", "window shorter"])
+  func layoutChanged(_ change: String) throws {
+    let device = Device(Layout.qemu(numPages: 1, actual: 2))
+    let probe = probe(device)
+    _ = try probe.readBalloonConfig(pciAddress: "0000:00:03.0")
+    var next = Layout.devMachine(numPages: 700, actual: 600)
+    switch change {
+    case "device ID":
+      // Same layout as QEMU's, but a transitional 1af4:1002: IDs differ.
+      next = Layout.qemu(numPages: 700, actual: 600, transitional: true)
+    case "device config moved":
+      // QEMU's layout, its device config at BAR4 + 0x2800 instead of + 0x2000.
+      next = Layout.qemu(numPages: 0, actual: 0)
+      Layout.put32(&next.config, 0x60 + 8, 0x2800)
+      Layout.put32(&next.bars[4]!, 0x2800, 700)
+      Layout.put32(&next.bars[4]!, 0x2804, 600)
+    case "capabilities moved":
+      break  // the dev machine's: same IDs, its list from 0x40, device config at BAR0 + 0x4000
+    default:
+      // QEMU's layout with a PCI_CFG capability that is not 20 bytes any more.
+      next = Layout.qemu(numPages: 700, actual: 600)
+      next.config[0x84 + 2] = 16
+    }
+    device.update { state in
+      state.config = next.config
+      state.bars = next.bars
+      state.windowCap = next.windowCap
+      state.reads = []
+    }
+    if change == "window shorter" {
+      #expect(
+        probeError(probe)
+          == "virtio PCI_CFG capability at 0x84 is 16 bytes, needs 20 (with pci_cfg_data)")
+    } else {
+      let config = try probe.readBalloonConfig(pciAddress: "0000:00:03.0")
+      #expect(config == VirtioBalloonConfig(numPages: 700, actual: 600))
+      #expect(device.reads.contains(.init(offset: 0x00, count: 64)), "walked again")
+    }
+  }
+
+  @Test("a kept layout whose window stops keeping its registers is forgotten, and the error named")
+  func layoutWindowDropsWrites() throws {
+    let device = Device(Layout.qemu(numPages: 1, actual: 2))
+    let probe = probe(device)
+    _ = try probe.readBalloonConfig(pciAddress: "0000:00:03.0")
+    device.update { $0.dropsWrites = true }
+    #expect(probeError(probe)?.hasPrefix("PCI_CFG window at 0x84 did not keep bar 4") == true)
+    device.update {
+      $0.dropsWrites = false
+      $0.reads = []
+    }
+    // Walked again once the window works.
+    _ = try probe.readBalloonConfig(pciAddress: "0000:00:03.0")
+    #expect(device.reads.first == .init(offset: 0x00, count: 64))
+  }
+
   @Test("a window left pointing elsewhere (the ISR) is never read through before it is set")
   func staleWindowNotRead() throws {
     let device = Device(Layout.qemu(numPages: 3, actual: 3))
