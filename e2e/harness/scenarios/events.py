@@ -198,7 +198,7 @@ def _race(ctx: Context, rng: random.Random) -> dict[str, Any]:
         res["boot_s"] = round(g.boot(), 2)
         # The probe's cost first, before anything is pinned (its own result).
         try:
-            ctx.shared["events_probe_cost"] = _probe_cost(g, int(ctx.opts.get("events_cost_reps", 5)))
+            ctx.shared["events_probe_cost"] = _probe_cost(g, int(ctx.opts.get("events_cost_reps", 3)))
         except (GuestError, KeyError, TypeError) as e:
             ctx.shared["events_probe_cost"] = {"passed": False, "reason": f"{type(e).__name__}: {e}"}
         res.update(pin_memory(g, 512))
