@@ -297,12 +297,13 @@ public final class Controller {
     var lowestQuietLimit: UInt64
 
     /// Armed only where `Policy.releasable` provably decides `none` and keeps
-    /// the hold for every limit ≥ `lowestQuietLimit`: every balloon's
-    /// driver `steadyFromCounters` (decided by Policy.releasable), not held, no blind re-admit whose escalation
-    /// could expire, read from the counters only (TickReader.readsCountersOnly);
-    /// present and bound, a balloon acts only when its size or target is
-    /// over the limit; absent or unbound, never. Debug logging writes a
-    /// line per balloon per tick, which this path does not: not armed then.
+    /// the hold for every limit ≥ `lowestQuietLimit`: every balloon's driver
+    /// `steadyFromCounters` (decided by Policy.releasable), not held, no
+    /// blind re-admit whose escalation could expire, read from the counters
+    /// only (TickReader.readsCountersOnly); present and bound, a balloon
+    /// acts only when its size or target is over the limit; absent or
+    /// unbound, never. Debug logging writes a line per balloon per tick,
+    /// which this path does not: not armed then.
     init?(_ quiet: QuietTick, reading: TickReading, reader: TickReader, logger: Logger) {
       guard logger.logLevel > .debug, reader.readsCountersOnly,
         reading.devices.isEmpty || reading.snapshot.meminfo.balloon != nil
