@@ -169,7 +169,39 @@ def lifecycle_systemctl(g: SystemGuest, opts: dict[str, Any]) -> dict:
     p.need(res["stop_readmit_bound"], "stop with BALLOONCTL_ON_EXIT=readmit left the balloon unbound")
     res["journal_tail"] = journal(g)[-4:]
     g.balloon(g.ram_bytes)
+    unit_makes_link(g, res, p)
     return verdict(res, p)
+
+
+LINK = "/run/balloonctl.virtio-config"
+
+
+def unit_makes_link(g: SystemGuest, res: dict[str, Any], p: Problems) -> None:
+    """The unit started without the udev rule's link (as when multi-user.target
+    starts it before udev has handled the balloon): its ExecStartPre=+ makes
+    the link, so the sandbox has the PCI window's hole and the next release is
+    preventive, with the host's target in its journal line."""
+    set_on_exit(g, "hold")
+    g.check(f"rm -f {LINK}")
+    n_lines = len(journal(g))
+    g.check(f"systemctl start {UNIT}", timeout=60)
+    s = wait_service(g, is_active, 30) or {}
+    st = wait_state(g, lambda st: st.get("pid") == int(s.get("MainPID") or -1) and st.get("limit_bytes") is not None
+                    and not is_held(st), 30, "the daemon started without the link")
+    rc, target = g.run(f"readlink -f {LINK}")
+    res["link_made_by_unit"] = target.strip() if rc == 0 else None
+    p.need(rc == 0 and target.strip().endswith("/config"), f"the unit did not make {LINK} ({target.strip()})")
+    ask_balloon(g, st["limit_bytes"] + 64 * MiB)
+    wait_state(g, is_held, 30, "the hold without the rule's link")
+    new = journal(g)[n_lines:]
+    rel = release_lines(new)
+    res["link_release_line"] = rel[0] if rel else None
+    p.need(rel and "target_bytes=" in rel[0] and "trigger=preventive" in rel[0],
+           f"the release after a start without the rule's link was not preventive: {rel[:1]}")
+    erofs = [ln for ln in new if "Read-only file system" in ln]
+    p.need(not erofs, f"the PCI window had no hole: {erofs[:1]}")
+    g.balloon(g.ram_bytes)
+    wait_state(g, lambda st: not is_held(st), 30, "the re-admit")
 
 
 def describe_coldplug(r: dict) -> list[str]:
